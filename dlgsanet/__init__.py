@@ -1,0 +1,16 @@
+"""DLGSANet super-resolution: a faithful, host-independent, run-anywhere implementation.
+
+Public API: :func:`load_model`, :func:`save_model`, :func:`upscale`, :class:`DLGSANet`,
+:class:`DLGSANetConfig`, and the exceptions in :mod:`dlgsanet.errors`.
+"""
+from .config import PRESETS, DLGSANetConfig, preset_config
+from .errors import CheckpointError, DLGSANetError, ImageInputError, TileOutOfMemoryError, UpscaleCancelled
+from .inference import upscale
+from .network import DLGSANet
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DLGSANet", "DLGSANetConfig", "PRESETS", "preset_config", "upscale",
+    "DLGSANetError", "CheckpointError", "ImageInputError", "UpscaleCancelled", "TileOutOfMemoryError",
+]
