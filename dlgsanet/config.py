@@ -30,7 +30,7 @@ class DLGSANetConfig:
     global_heads: int = 6
     window: int = 7
     scale: int = 4
-    tlc_window: Optional[int] = None  # None: follows the scale (96/72/48)
+    tlc_window: Optional[int] = None  # None: follows the scale (96/72/48); 0: TLC off
     ffn_expansion: float = 2.0
     in_chans: int = 3
 
@@ -50,8 +50,8 @@ class DLGSANetConfig:
             problems.append(f"window {self.window} must be a positive odd number")
         if self.scale < 1:
             problems.append(f"scale {self.scale} must be >= 1")
-        if self.tlc_window is not None and self.tlc_window < 1:
-            problems.append(f"tlc_window {self.tlc_window} must be >= 1")
+        if self.tlc_window is not None and self.tlc_window < 0:
+            problems.append(f"tlc_window {self.tlc_window} must be >= 0 (0 turns TLC off)")
         if problems:
             raise ValueError("invalid DLGSANet configuration: " + "; ".join(problems))
 

@@ -1,0 +1,6 @@
+"""``python -m dlgsanet``: the command line (see ``dlgsanet.cli``)."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

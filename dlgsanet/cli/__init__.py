@@ -1,0 +1,52 @@
+"""Command line: ``python -m dlgsanet <command>`` (also the ``dlgsanet`` console script).
+
+Each command lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``;
+only the module of the command being run is imported, which keeps start-up quick.
+Errors of ours are printed as one clear line (exit 2); no stack traces for user mistakes.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Optional, Sequence
+
+from ..errors import DLGSANetError
+
+COMMANDS = {
+    "upscale": "upscale images with a DLGSANet model (the bundled default unless --model)",
+    "info": "describe a checkpoint: preset, scale, parameters, hyperparameters, file format",
+    "convert": "convert an official .pth checkpoint to .safetensors",
+    "eval": "PSNR/SSIM on a folder of HR images, as in the paper (Y channel, MATLAB bicubic LR)",
+    "train": "train a DLGSANet with the paper's recipe",
+}
+
+
+def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s module is imported and given its arguments."""
+    parser = argparse.ArgumentParser(prog="dlgsanet", description="DLGSANet super-resolution")
+    from .. import __version__
+
+    parser.add_argument("--version", action="version", version=f"dlgsanet {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, help_text in COMMANDS.items():
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            module = importlib.import_module(f".{name}", __name__)
+            module.add_arguments(cmd)
+            cmd.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command if command in COMMANDS else None).parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except DLGSANetError as e:
+        print(f"dlgsanet {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"dlgsanet {args.command}: interrupted", file=sys.stderr)
+        return 130

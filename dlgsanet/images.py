@@ -1,0 +1,178 @@
+"""Reading and writing image files for the command line, without losing what the user had.
+
+RGBA keeps its alpha, grayscale stays grayscale, 16-bit PNG is read and written at 16 bits
+(Pillow truncates 16-bit RGB PNGs to 8 bits, so those go through pypng or OpenCV), EXIF
+orientation is applied, and the ICC profile is carried over.
+"""
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .errors import ImageInputError
+
+EXTENSIONS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+
+
+@dataclass
+class LoadedImage:
+    """An image as the model sees it (RGB float 0..1) plus what is needed to write it back."""
+
+    rgb: torch.Tensor                    # [3, H, W] float32 in 0..1 (grayscale replicated)
+    alpha: Optional[torch.Tensor]        # [1, H, W] float32 in 0..1, or None
+    grayscale: bool
+    bit_depth: int                       # 8 or 16
+    icc_profile: Optional[bytes] = None
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in EXTENSIONS
+
+
+def _png_header(path: Path) -> Optional[tuple[int, int]]:
+    """(bit depth, colour type) of a PNG file, or None when it is not a PNG."""
+    with open(path, "rb") as f:
+        head = f.read(26)
+    if len(head) < 26 or head[:8] != b"\x89PNG\r\n\x1a\n":
+        return None
+    return head[24], head[25]
+
+
+def _read_png16(path: Path) -> np.ndarray:
+    """A 16-bit RGB/RGBA PNG as uint16 HxWxC (OpenCV when present, else pypng)."""
+    try:
+        import cv2  # type: ignore
+
+        arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if arr is not None:
+            return arr[..., [2, 1, 0, 3][: arr.shape[2]]] if arr.ndim == 3 else arr[..., None]
+    except ImportError:
+        pass
+    try:
+        import png  # type: ignore  (pypng)
+    except ImportError:
+        raise ImageInputError(f"{path.name} is a 16-bit colour PNG; reading it without clipping needs "
+                              f"'pypng' or 'opencv-python' (pip install pypng)") from None
+    width, height, rows, info = png.Reader(filename=str(path)).asDirect()
+    planes = info["planes"]
+    return np.vstack([np.asarray(r, dtype=np.uint16) for r in rows]).reshape(height, width, planes)
+
+
+def read_image(path: os.PathLike | str) -> LoadedImage:
+    """Decode ``path`` (PNG, JPEG, WebP) into a :class:`LoadedImage`."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            icc = im.info.get("icc_profile")
+            header = _png_header(path)
+            if header is not None and header[0] == 16 and header[1] in (2, 6):
+                arr = _read_png16(path).astype(np.float32) / 65535.0
+                bit_depth, gray = 16, False
+            elif im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(im, dtype=np.float32)[..., None] / 65535.0
+                bit_depth, gray = 16, True
+            else:
+                gray = im.mode in ("L", "LA", "1") or (im.mode == "P" and _palette_is_gray(im))
+                has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
+                target = ("LA" if has_alpha else "L") if gray else ("RGBA" if has_alpha else "RGB")
+                arr = np.asarray(im.convert(target), dtype=np.float32) / 255.0
+                bit_depth = 8
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise ImageInputError(f"cannot read {path}: not a supported image or the file is damaged ({e})") from None
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    channels = arr.shape[2]
+    color = arr[..., :3] if channels >= 3 else np.repeat(arr[..., :1], 3, axis=2)
+    alpha = arr[..., -1:] if channels in (2, 4) else None
+    to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))  # noqa: E731
+    return LoadedImage(rgb=to_t(color), alpha=None if alpha is None else to_t(alpha),
+                       grayscale=gray, bit_depth=bit_depth, icc_profile=icc)
+
+
+def _palette_is_gray(im) -> bool:
+    pal = im.getpalette() or []
+    triples = [pal[i:i + 3] for i in range(0, len(pal), 3)]
+    return all(r == g == b for r, g, b in triples)
+
+
+def _quantise(x: torch.Tensor, bit_depth: int) -> np.ndarray:
+    top = 65535.0 if bit_depth == 16 else 255.0
+    arr = (x.detach().float().clamp(0, 1) * top).round().cpu().numpy()
+    return arr.astype(np.uint16 if bit_depth == 16 else np.uint8)
+
+
+def write_image(path: os.PathLike | str, rgb: torch.Tensor, alpha: Optional[torch.Tensor] = None, *,
+                grayscale: bool = False, bit_depth: int = 8, icc_profile: Optional[bytes] = None,
+                quality: int = 95, overwrite: bool = False) -> Path:
+    """Encode [3,H,W] ``rgb`` (float 0..1, or uint8) and optional [1,H,W] ``alpha`` to ``path``.
+
+    The format follows the suffix; 16 bits are kept for PNG only. Refuses to replace an
+    existing file unless ``overwrite``; writes through a temporary file so a crash never
+    leaves a half-written image behind.
+    """
+    from PIL import Image
+
+    path = Path(path)
+    fmt = EXTENSIONS.get(path.suffix.lower())
+    if fmt is None:
+        raise ImageInputError(f"cannot write {path.name}: use .png, .jpg or .webp")
+    if path.exists() and not overwrite:
+        raise ImageInputError(f"{path} already exists (use --overwrite to replace it)")
+    if fmt != "PNG":
+        bit_depth = 8
+    if rgb.dtype == torch.uint8:
+        rgb = rgb.float() / 255.0
+    planes = [rgb.float().mean(0, keepdim=True)] if grayscale else [rgb]
+    if alpha is not None:
+        if fmt == "JPEG":
+            alpha = None  # JPEG has no alpha channel
+        else:
+            planes.append(alpha.float() / (255.0 if alpha.dtype == torch.uint8 else 1.0))
+    arr = _quantise(torch.cat(planes, 0), bit_depth).transpose(1, 2, 0)
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        if bit_depth == 16 and arr.shape[2] >= 2:
+            _write_png16(tmp, arr)
+        else:
+            if bit_depth == 16:
+                im = Image.fromarray(arr[..., 0], mode="I;16")
+            else:
+                mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[arr.shape[2]]
+                im = Image.fromarray(arr[..., 0] if mode == "L" else arr, mode=mode)
+            options = {"icc_profile": icc_profile} if icc_profile else {}
+            if fmt in ("JPEG", "WEBP"):
+                options["quality"] = quality
+            im.save(tmp, format=fmt, **options)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def _write_png16(path: Path, arr: np.ndarray) -> None:
+    """16-bit grey+alpha / RGB / RGBA PNG (Pillow cannot write these)."""
+    import zlib
+
+    h, w, c = arr.shape
+    colour_type = {2: 4, 3: 2, 4: 6}[c]
+    raw = np.zeros((h, 1 + w * c * 2), dtype=np.uint8)
+    raw[:, 1:] = arr.astype(">u2").reshape(h, -1).view(np.uint8)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n")
+        f.write(chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0)))
+        f.write(chunk(b"IDAT", zlib.compress(raw.tobytes(), 6)))
+        f.write(chunk(b"IEND", b""))
