@@ -1,16 +1,40 @@
 """The dynamic depth-wise convolution of MHDLSA, dispatched to the best available backend.
 
-Backends: ``torch`` (pure PyTorch, everywhere). The CUDA kernels launched through cupy plug in
-here as the ``cupy`` backend (see ``kernels/``); ``DLGSANET_BACKEND=auto|cupy|torch`` or the
-``backend`` argument forces a choice.
+Backends:
+
+- ``cupy``: the CUDA kernels of ``kernels/dynamic_dwconv.cu``, compiled with NVRTC through cupy
+  (``cupy_backend.py``). Used for CUDA tensors when cupy imports and the kernels compile.
+- ``torch``: pure PyTorch (``dynamic_dwconv_torch.py``), every device; the reference.
+
+The choice: the ``backend`` argument, else the ``DLGSANET_BACKEND`` environment variable, else
+``auto``. ``auto`` takes cupy where it can run and PyTorch otherwise; ``cupy`` insists on trying
+cupy but still falls back (inference must not die because an optional accelerator is missing);
+``torch`` never touches cupy. Every fallback away from cupy on a CUDA tensor, or away from a
+requested cupy, is logged once per reason, in one line, so a slow run explains itself.
 """
 from __future__ import annotations
 
-from typing import Optional
+import logging
+import os
+import threading
+from typing import Optional, Set, Tuple
 
 import torch
 
+from ..errors import DLGSANetError
+from . import cupy_backend
 from .dynamic_dwconv_torch import dynamic_dwconv_torch
+
+ENV_VAR = "DLGSANET_BACKEND"
+BACKENDS = ("auto", "cupy", "torch")
+
+logger = logging.getLogger(__name__)
+_logged: Set[str] = set()
+_log_lock = threading.Lock()
+
+
+class BackendChoiceError(DLGSANetError, ValueError):
+    """An unknown backend name was passed to :func:`dynamic_dwconv`."""
 
 
 def _check(x: torch.Tensor, kernels: torch.Tensor) -> None:
@@ -24,7 +48,68 @@ def _check(x: torch.Tensor, kernels: torch.Tensor) -> None:
                          f"{tuple(kernels.shape)} (need same N, H, W; odd square K; C divisible by G)")
 
 
+def _log_once(message: str) -> None:
+    with _log_lock:
+        if message in _logged:
+            return
+        _logged.add(message)
+    logger.warning(message)
+
+
+def reset_fallback_log() -> None:
+    """Forget which fallbacks were already logged (for tests and long-lived hosts after a fix)."""
+    with _log_lock:
+        _logged.clear()
+
+
+def requested_backend(backend: Optional[str] = None) -> str:
+    """The backend asked for: the argument, else ``$DLGSANET_BACKEND``, else ``auto``.
+
+    A bad argument is a programming error and raises; a bad environment value is a user's typo
+    in a host's launcher, so it is logged once and ignored rather than breaking every upscale.
+    """
+    if backend is not None:
+        name = str(backend).strip().lower()
+        if name not in BACKENDS:
+            raise BackendChoiceError(f"unknown dynamic_dwconv backend {backend!r}; "
+                                     f"choose one of {', '.join(BACKENDS)}")
+        return name
+    env = os.environ.get(ENV_VAR, "").strip().lower()
+    if not env:
+        return "auto"
+    if env not in BACKENDS:
+        _log_once(f"DLGSANet: ignoring {ENV_VAR}={os.environ.get(ENV_VAR)!r} "
+                  f"(expected one of {', '.join(BACKENDS)}); using auto")
+        return "auto"
+    return env
+
+
+def select_backend(x: torch.Tensor, kernels: torch.Tensor,
+                   backend: Optional[str] = None) -> Tuple[str, Optional[str]]:
+    """(backend that will run, reason cupy was passed over or None when nothing worth a log line).
+
+    May compile the CUDA kernels (once per device, dtype and kernel size).
+    """
+    requested = requested_backend(backend)
+    if requested == "torch":
+        return "torch", None
+    if x.device.type != "cuda":
+        # auto on a CPU/MPS tensor is the normal path, not a fallback: say nothing.
+        return "torch", (f"backend cupy requested, but the tensors are on {x.device.type}; "
+                         f"the CUDA kernels need CUDA tensors" if requested == "cupy" else None)
+    reason = cupy_backend.unavailable_reason(x, kernels)
+    return ("torch", reason) if reason else ("cupy", None)
+
+
 def dynamic_dwconv(x: torch.Tensor, kernels: torch.Tensor, *, backend: Optional[str] = None) -> torch.Tensor:
-    """Per-pixel depth-wise convolution with zero padding K // 2 (see ``dynamic_dwconv_torch``)."""
+    """Per-pixel depth-wise convolution with zero padding K // 2 (see ``dynamic_dwconv_torch``).
+
+    ``backend``: ``"auto"`` (default, or ``$DLGSANET_BACKEND``), ``"cupy"`` or ``"torch"``.
+    """
     _check(x, kernels)
+    chosen, reason = select_backend(x, kernels, backend)
+    if reason:
+        _log_once(f"DLGSANet: dynamic conv uses the PyTorch path: {reason}")
+    if chosen == "cupy":
+        return cupy_backend.dynamic_dwconv_cupy(x, kernels)
     return dynamic_dwconv_torch(x, kernels)
