@@ -120,13 +120,8 @@ def _read_pickle(path: Path) -> Any:
                               f"a PyTorch checkpoint ({first}). Download it again.") from None
 
 
-def read_checkpoint(path: Union[str, os.PathLike]) -> tuple[StateDict, dict[str, str]]:
-    """Read ``path`` safely and return its DLGSANet-shaped state dict and metadata (if any).
-
-    Unwraps BasicSR files (``params_ema`` preferred over ``params``), ``state_dict`` wrappers
-    and ``module.``-style prefixes.
-    """
-    path = Path(path)
+def _check_file(path: Path) -> None:
+    """Errors that need no parsing: missing, a folder, empty, or plainly another kind of file."""
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.is_dir():
@@ -136,6 +131,16 @@ def read_checkpoint(path: Union[str, os.PathLike]) -> tuple[StateDict, dict[str,
     what = _sniff(path)
     if what is not None:
         raise CheckpointError(f"{path.name}: this is {what}, not a model checkpoint")
+
+
+def read_checkpoint(path: Union[str, os.PathLike]) -> tuple[StateDict, dict[str, str]]:
+    """Read ``path`` safely and return its DLGSANet-shaped state dict and metadata (if any).
+
+    Unwraps BasicSR files (``params_ema`` preferred over ``params``), ``state_dict`` wrappers
+    and ``module.``-style prefixes.
+    """
+    path = Path(path)
+    _check_file(path)
     metadata: dict[str, str] = {}
     if path.suffix.lower() in (".safetensors", ".sft"):
         raw: Any
@@ -146,6 +151,35 @@ def read_checkpoint(path: Union[str, os.PathLike]) -> tuple[StateDict, dict[str,
         inner = _container_key(raw)
         metadata[CONTAINER_KEY] = "PyTorch pickle" + (f" ({inner!r} of a BasicSR-style dict)" if inner else "")
     return unwrap_state_dict(raw, name=path.name), metadata
+
+
+def _read_shapes(path: Path) -> Any:
+    """The file's tensors as data-less ``meta`` tensors (names and shapes; no weights are read)."""
+    if path.suffix.lower() in (".safetensors", ".sft"):
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return {key: torch.empty(f.get_slice(key).get_shape(), device="meta") for key in f.keys()}
+    return torch.load(str(path), map_location="meta", weights_only=True, mmap=True)
+
+
+def inspect_config(path: Union[str, os.PathLike], tlc_window: Optional[int] = None) -> DLGSANetConfig:
+    """The hyperparameters of a checkpoint file, reading only tensor names and shapes.
+
+    Model lists (A1111's dropdown, ComfyUI's loader) inspect every file in a models folder at
+    start-up; reading headers only keeps that instant even next to multi-GB checkpoints. Still
+    safe: safetensors headers are JSON and pickles load with ``weights_only``.
+    """
+    path = Path(path)
+    _check_file(path)
+    try:
+        raw = _read_shapes(path)
+    except Exception:  # legacy (non-zip) pickles cannot be memory-mapped: the full reader decides
+        raw = read_checkpoint(path)[0]
+    sd = unwrap_state_dict(raw, name=path.name)
+    if not is_dlgsanet_state_dict(sd):
+        raise CheckpointError(f"{path.name} is not a DLGSANet checkpoint: {describe_foreign(sd)}")
+    return config_from_state_dict(sd, tlc_window)
 
 
 def read_state_dict(path: Union[str, os.PathLike]) -> StateDict:

@@ -137,31 +137,10 @@ def _opt(key: str) -> Any:
 # ---------------------------------------------------------------------------------------------
 # discovery: checkpoint files -> dropdown entries
 # ---------------------------------------------------------------------------------------------
-def _tensor_shapes(path: str) -> Any:
-    """The file's tensors as data-less "meta" tensors: names and shapes, no weights read.
-
-    Start-up inspects every file in the models folder; reading only headers keeps that instant
-    even when someone drops a multi-GB Stable Diffusion checkpoint there. Still safe: safetensors
-    headers are plain JSON and pickles load with ``weights_only``.
-    """
-    if os.path.splitext(path)[1].lower() in (".safetensors", ".sft"):
-        from safetensors import safe_open
-
-        with safe_open(path, framework="pt", device="cpu") as f:
-            return {key: torch.empty(f.get_slice(key).get_shape(), device="meta") for key in f.keys()}
-    return torch.load(path, map_location="meta", weights_only=True, mmap=True)
-
-
 def inspect_checkpoint(path: str) -> DLGSANetConfig:
-    """The configuration of a checkpoint file (read safely; raises CheckpointError if unusable)."""
+    """The configuration of a checkpoint file, from its headers only (raises CheckpointError if unusable)."""
     try:
-        try:
-            state_dict = dlgsanet.checkpoint.unwrap_state_dict(_tensor_shapes(path), name=os.path.basename(path))
-        except CheckpointError:
-            raise
-        except Exception:  # the full reader says precisely what is wrong with the file
-            state_dict = dlgsanet.read_state_dict(path)
-        config = dlgsanet.config_from_state_dict(state_dict)
+        config = dlgsanet.checkpoint.inspect_config(path)
     except CheckpointError:
         raise
     except Exception as e:  # anything unforeseen in a hostile file still becomes "skip this file"

@@ -234,3 +234,22 @@ def test_wrong_source_type() -> None:
 
 def test_one_exception_type_for_every_error() -> None:
     assert issubclass(CheckpointError, dlgsanet.DLGSANetError)
+
+
+def test_inspect_config_reads_shapes_only(model, tmp_path) -> None:
+    from dlgsanet.checkpoint import inspect_config
+
+    torch.save({"params_ema": model.state_dict()}, tmp_path / "m.pth")
+    save_model(model, tmp_path / "m.safetensors")
+    for name in ("m.pth", "m.safetensors"):
+        assert inspect_config(tmp_path / name) == model.config.with_(tlc_window=None)
+    legacy = tmp_path / "legacy.pth"  # the pre-zip format cannot be memory-mapped: full read
+    torch.save(model.state_dict(), legacy, _use_new_zipfile_serialization=False)
+    assert inspect_config(legacy).dim == model.config.dim
+    torch.save({"conv_first.weight": torch.zeros(8, 3, 3, 3), "body.0.rdb1.conv1.weight": torch.zeros(1)},
+               tmp_path / "esrgan.pth")
+    with pytest.raises(CheckpointError, match="not a DLGSANet checkpoint.*ESRGAN"):
+        inspect_config(tmp_path / "esrgan.pth")
+    (tmp_path / "empty.pth").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="empty"):
+        inspect_config(tmp_path / "empty.pth")
