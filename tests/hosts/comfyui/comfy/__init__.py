@@ -1,0 +1,1 @@
+"""Stand-in for ComfyUI's ``comfy`` package (``comfy/__init__.py`` is empty in ComfyUI too)."""

@@ -1,0 +1,41 @@
+"""Stand-in for ComfyUI's ``comfy/utils.py`` (mirrors ComfyUI v0.3.75 ``comfy/utils.py``).
+
+Only the progress-bar API: ``ProgressBar(total, node_id=None)`` with ``update_absolute`` and
+``update``, and the global hook that ``main.py`` installs with ``set_progress_bar_global_hook``
+(the real hook also calls ``throw_exception_if_processing_interrupted``).
+"""
+from __future__ import annotations
+
+PROGRESS_BAR_ENABLED = True
+PROGRESS_BAR_HOOK = None
+
+
+def set_progress_bar_enabled(enabled):
+    global PROGRESS_BAR_ENABLED
+    PROGRESS_BAR_ENABLED = enabled
+
+
+def set_progress_bar_global_hook(function):
+    global PROGRESS_BAR_HOOK
+    PROGRESS_BAR_HOOK = function
+
+
+class ProgressBar:
+    def __init__(self, total, node_id=None):
+        global PROGRESS_BAR_HOOK
+        self.total = total
+        self.current = 0
+        self.hook = PROGRESS_BAR_HOOK
+        self.node_id = node_id
+
+    def update_absolute(self, value, total=None, preview=None):
+        if total is not None:
+            self.total = total
+        if value > self.total:
+            value = self.total
+        self.current = value
+        if self.hook is not None:
+            self.hook(self.current, self.total, preview, node_id=self.node_id)
+
+    def update(self, value):
+        self.update_absolute(self.current + value)
