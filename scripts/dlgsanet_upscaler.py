@@ -42,6 +42,7 @@ import dlgsanet
 import dlgsanet.alpha
 import dlgsanet.checkpoint
 import dlgsanet.config
+import dlgsanet.devices
 import dlgsanet.tiling
 from dlgsanet import CheckpointError, DLGSANetConfig, DLGSANetError, TileOutOfMemoryError, UpscaleCancelled
 
@@ -352,11 +353,9 @@ _warned: set[str] = set()
 def _dtype(device: torch.device) -> torch.dtype:
     choice = _opt(OPT_PRECISION)
     dtype = PRECISIONS.get(choice, torch.float32)
-    if dtype == torch.float16:
-        reason = None
-        if device.type == "cpu":
-            reason = "fp16 is not supported on the CPU"
-        elif getattr(getattr(shared, "cmd_opts", None), "no_half", False):
+    if dtype != torch.float32:
+        reason = dlgsanet.devices.dtype_problem(dtype, device)
+        if reason is None and dtype == torch.float16 and getattr(getattr(shared, "cmd_opts", None), "no_half", False):
             reason = "--no-half is set"
         if reason:
             if reason not in _warned:

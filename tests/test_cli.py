@@ -127,3 +127,18 @@ def test_info_and_convert(model_file, tmp_path, capsys) -> None:
     info = json.loads(capsys.readouterr().out.split("\n", 1)[1])
     assert info["format"] == "safetensors" and info["metadata"]["converted_from"] == "official.pth"
     assert main(["convert", str(pth), str(out)]) == 2  # exists: refused
+
+
+def test_unusable_precision_is_a_clear_error() -> None:
+    """bf16 runs on some CPUs and not on others; either it works or the error says why."""
+    from dlgsanet.devices import dtype_problem, pick_dtype
+
+    cpu = torch.device("cpu")
+    assert pick_dtype("auto", cpu) == torch.float32
+    with pytest.raises(Exception, match="fp16 on the CPU"):
+        pick_dtype("fp16", cpu)
+    if dtype_problem(torch.bfloat16, cpu) is None:
+        assert pick_dtype("bf16", cpu) == torch.bfloat16
+    else:
+        with pytest.raises(Exception, match="bfloat16 does not run on this cpu"):
+            pick_dtype("bf16", cpu)
