@@ -17,6 +17,8 @@ import textwrap
 
 import numpy as np
 import pytest
+
+import dlgsanet
 import torch
 from a1111_helpers import (
     A1111_HOST,
@@ -93,7 +95,9 @@ def test_a_fresh_webui_imports_the_script_as_a1111_does(tmp_path):
     result = json.loads(line[len("RESULT "):])
 
     assert result["reported"] == [], proc.stderr[-4000:]  # "Error loading script: ..." would be here
-    assert result["names"] == ["DLGSANet Custom x4 (near4)"] and result["scales"] == [4]
+    bundled = ["DLGSANet Tiny x4 (built-in)"] if dlgsanet.default_model_path(4).is_file() else []
+    assert sorted(result["names"]) == sorted(["DLGSANet Custom x4 (near4)"] + bundled)
+    assert result["scales"] == [4] * (1 + len(bundled))
     assert result["sys_path_restored"]
     # dlgsanet came from the extension folder (only reachable while the script was imported).
     assert os.path.realpath(result["dlgsanet_file"]).startswith(os.path.realpath(ext_root))
