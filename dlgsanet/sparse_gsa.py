@@ -3,6 +3,17 @@
 Restormer-style "transposed" attention: per head, a channels x channels map from
 L2-normalised queries and keys (over pixels), made sparse with ReLU instead of softmax.
 In eval mode it runs on TLC windows (see ``tlc.py``); in train mode on the whole patch.
+
+How it is evaluated (same function, fewer passes over memory):
+
+- the Gram matrix ``q k^T`` is taken BEFORE normalising, and divided by the two norms
+  afterwards, ``(q/|q|)(k/|k|)^T = (q k^T) / (|q| |k|^T)``, so q and k are never rewritten;
+- all heads share one GEMM per window: the full ``C x C`` product of the channels-last window
+  with itself (no per-head copies), of which the diagonal head blocks are kept;
+- ``project_out`` is folded into the attention: ``W_out (A v) = (W_out A) v``, with A the
+  block-diagonal map of all heads, so each window costs one ``[pixels, C] x [C, C]`` GEMM and the
+  attention output is never materialised before projection. Averaging over overlapping TLC
+  windows commutes with the (linear) projection, so windows are projected, then averaged.
 """
 from __future__ import annotations
 
@@ -10,12 +21,23 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import GDFN, ChannelLayerNorm
-from .tlc import from_windows, to_windows
+from typing import Optional
+
+from .layers import (GDFN, ChannelLayerNorm, Workspace, band_rows, conv1x1, cpu_inference, depthwise, inplace_ok,
+                     matrix, new_output, pointwise, row_bands, spatial)
+from .tlc import needs_windows, window_plan
+
+#: Floats per band of the qkv map (1x1 + 3x3 depth-wise) in CPU inference (512k = 2 MiB).
+QKV_BAND_ELEMENTS = 1 << 19
+#: Floats of gathered TLC windows processed at once in CPU inference (4M = 16 MiB).
+WINDOW_CHUNK_ELEMENTS = 1 << 22
 
 
 class SparseGSA(nn.Module):
-    """qkv 1x1 + 3x3 depth-wise, ReLU(q k^T * temperature) v per head, 1x1 output projection."""
+    """qkv 1x1 + 3x3 depth-wise, ReLU(q k^T * temperature) v per head, 1x1 output projection.
+
+    Channels-last in and out; ``forward(x, residual)`` returns ``residual + SparseGSA(x)``.
+    """
 
     def __init__(self, dim: int, heads: int, tlc_window: int) -> None:
         super().__init__()
@@ -26,28 +48,89 @@ class SparseGSA(nn.Module):
         self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, kernel_size=3, padding=1, groups=dim * 3, bias=False)
         self.project_out = nn.Conv2d(dim, dim, kernel_size=1, bias=False)
 
-    def attend(self, qkv: torch.Tensor) -> torch.Tensor:
-        """qkv [..., 3C, h, w] -> attention output [..., C, h, w] (leading dims are batch-like)."""
-        *lead, c3, h, w = qkv.shape
-        c = c3 // 3
-        q, k, v = qkv.reshape(-1, 3, self.heads, c // self.heads, h * w).unbind(1)
-        q = F.normalize(q, dim=-1)
-        k = F.normalize(k, dim=-1)
-        attn = torch.relu((q @ k.transpose(-2, -1)) * self.temperature)
-        return (attn @ v).reshape(*lead, c, h, w)
+    def mixing(self, qk: torch.Tensor, workspace: Optional[Workspace] = None) -> torch.Tensor:
+        """``W_out @ blockdiag_h(ReLU(q_h k_h^T / (|q_h| |k_h|^T) * t_h))`` per window.
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        qkv = self.qkv_dwconv(self.qkv(x))
-        if self.training or not self.tlc_window:
-            out = self.attend(qkv)
-        else:
-            windows, layout = to_windows(qkv, self.tlc_window)
-            out = from_windows(self.attend(windows), layout)
-        return self.project_out(out)
+        qk: ``[n, pixels, >= 2C]`` with q in the first C channels and k in the next C.
+        Returns ``[n, C, C]``: output channels x value channels.
+        """
+        n = qk.shape[0]
+        c = self.project_out.in_channels
+        heads, d = self.heads, c // self.heads
+        q, k = qk[..., :c], qk[..., c:2 * c]
+        gram = torch.bmm(q.transpose(1, 2), k)                                     # [n, C, C]
+        if workspace is not None:
+            both = qk[..., :2 * c]
+            norms = torch.mul(both, both, out=workspace.take("squares", both.shape, qk)).sum(dim=1).sqrt_()
+        elif inplace_ok(qk):
+            norms = qk[..., :2 * c].square().sum(dim=1).sqrt_()                    # [n, 2C]
+        else:  # vector_norm has a safe gradient at 0
+            norms = torch.linalg.vector_norm(qk[..., :2 * c], dim=1)
+        inv = norms.clamp_min(1e-12).reciprocal()
+        blocks = gram.view(n, heads, d, heads, d).diagonal(dim1=1, dim2=3).permute(0, 3, 1, 2)
+        attn = blocks * inv[:, :c].reshape(n, heads, d, 1) * inv[:, c:].reshape(n, heads, 1, d)
+        attn = F.relu(attn * self.temperature)                                     # [n, h, d, d]
+        eye = torch.eye(heads, dtype=attn.dtype, device=attn.device).view(1, heads, 1, heads, 1)
+        block_diag = (attn.unsqueeze(3) * eye).reshape(n, c, c)
+        return torch.matmul(matrix(self.project_out), block_diag)
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """``residual + SparseGSA(x)`` (x already normalised)."""
+        return self.attend(spatial(pointwise(x, self.qkv), self.qkv_dwconv), residual)
+
+    def banded(self, x: torch.Tensor, norm: nn.Module, residual: torch.Tensor,
+               workspace: Optional[Workspace] = None) -> torch.Tensor:
+        """``residual + SparseGSA(norm(x))`` for CPU inference: the qkv map is made band by band
+        of rows (halo 1 row for the 3x3 depth-wise conv), so the 1x1 output never leaves the cache
+        and only one 3*dim-channel map is allocated; the windows are processed in chunks."""
+        b, h, w, c = x.shape
+        dw = self.qkv_dwconv
+        qkv = workspace.take("qkv", (b, h, w, 3 * c), x) if workspace is not None else x.new_empty(b, h, w, 3 * c)
+        for r0, r1, a0, a1 in row_bands(h, band_rows(w, 3 * c, QKV_BAND_ELEMENTS), 1):
+            t = conv1x1(norm(x[:, a0:a1]), self.qkv.weight, self.qkv.bias)
+            qkv[:, r0:r1] = depthwise(t, dw.weight, dw.bias, dw.padding)[:, r0 - a0:r1 - a0]
+        return self.attend(qkv, residual, chunked=True, workspace=workspace)
+
+    def attend(self, qkv: torch.Tensor, residual: torch.Tensor, chunked: bool = False,
+               workspace: Optional[Workspace] = None) -> torch.Tensor:
+        """``residual + project_out(attention(qkv))`` on TLC windows (eval) or the whole map."""
+        b, h, w, c3 = qkv.shape
+        c = c3 // 3
+        window = 0 if self.training else int(self.tlc_window or 0)
+        if not needs_windows(h, w, window):
+            tokens = qkv.view(b, h * w, c3)
+            mix = self.mixing(tokens)
+            out = new_output(residual, workspace) if chunked else None
+            out = torch.baddbmm(residual.reshape(b, h * w, c), tokens[..., 2 * c:], mix.transpose(1, 2),
+                                out=None if out is None else out.view(b, h * w, c))
+            return out.view(b, h, w, c)
+        plan = window_plan(h, w, window, qkv.device)
+        index = plan.batch_index(b)
+        flat = qkv.view(b * h * w, c3)
+        total = workspace.take("total", (b * h * w, c), qkv).zero_() if workspace is not None \
+            else qkv.new_zeros(b * h * w, c)
+        count = b * plan.count
+        # All windows of all images in one batch; in CPU inference, in chunks of whole windows
+        # (the same arithmetic per window, bounded memory).
+        step = max(1, WINDOW_CHUNK_ELEMENTS // (plan.pixels * c3)) if chunked else count
+        for k0 in range(0, count, step):
+            k1 = min(count, k0 + step)
+            idx = index[k0 * plan.pixels:k1 * plan.pixels]
+            if workspace is None:
+                windows = flat.index_select(0, idx).view(k1 - k0, plan.pixels, c3)   # gather
+                projected = torch.bmm(windows[..., 2 * c:], self.mixing(windows).transpose(1, 2))
+            else:
+                windows = torch.index_select(flat, 0, idx, out=workspace.take("windows", (idx.numel(), c3), flat))
+                windows = windows.view(k1 - k0, plan.pixels, c3)
+                projected = torch.bmm(windows[..., 2 * c:], self.mixing(windows, workspace).transpose(1, 2),
+                                      out=workspace.take("projected", (k1 - k0, plan.pixels, c), flat))
+            total.index_add_(0, idx, projected.view(-1, c))                         # scatter-add
+        out = new_output(residual, workspace) if workspace is not None else None
+        return torch.addcdiv(residual, total.view(b, h, w, c), plan.coverage, out=out)
 
 
 class SparseGSABlock(nn.Module):
-    """Pre-norm transformer block: x + SparseGSA(LN(x)), then x + GDFN(LN(x))."""
+    """Pre-norm transformer block: x + SparseGSA(LN(x)), then x + GDFN(LN(x)); channels-last."""
 
     def __init__(self, dim: int, heads: int, ffn_expansion: float, tlc_window: int) -> None:
         super().__init__()
@@ -56,6 +139,9 @@ class SparseGSABlock(nn.Module):
         self.norm4 = ChannelLayerNorm(dim)
         self.restormer_ffn = GDFN(dim, ffn_expansion)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.restormer_attn(self.norm3(x)) + x
-        return self.restormer_ffn(self.norm4(x)) + x
+    def forward(self, x: torch.Tensor, workspace: Optional[Workspace] = None) -> torch.Tensor:
+        if cpu_inference(x, self):
+            x = self.restormer_attn.banded(x, self.norm3, residual=x, workspace=workspace)
+            return self.restormer_ffn.banded(x, self.norm4, residual=x, workspace=workspace)
+        x = self.restormer_attn(self.norm3(x), residual=x)
+        return self.restormer_ffn(self.norm4(x), residual=x)

@@ -122,7 +122,7 @@ def test_constructor_never_raises(webui, monkeypatch, caplog):
     monkeypatch.delitem(webui.shared.opts.data_labels, "ESRGAN_tile")
     monkeypatch.delitem(webui.shared.opts.data, "ESRGAN_tile")
     scaler = cls(str(webui.data_dir / "does-not-exist"))
-    assert [s.name for s in scaler.scalers] == ["DLGSANet Custom x2 (near2)"]
+    assert [s.name for s in scaler.scalers if "(built-in)" not in s.name] == ["DLGSANet Custom x2 (near2)"]
     monkeypatch.setattr(webui.shared, "walk_files", lambda *a, **k: (_ for _ in ()).throw(PermissionError("no")))
     monkeypatch.setattr(webui.modules("modelloader"), "load_models", lambda *a, **k: 1 / 0)
     assert cls(None).scalers == []
