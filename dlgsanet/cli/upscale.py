@@ -15,7 +15,7 @@ from ..checkpoint import load_model
 from ..devices import pick_device, pick_dtype
 from ..errors import DLGSANetError
 from ..images import EXTENSIONS, is_image_file, read_image, write_image
-from ..inference import upscale
+from ..alpha import upscale_rgba
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -99,14 +99,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def upscale_with_alpha(model, rgb: torch.Tensor, alpha, *, tile_size, overlap, bar):
-    """RGB through the model; alpha (if any) upscaled separately and re-attached."""
+    """RGB through the model; alpha (if any) upscaled separately and re-attached (shared helper)."""
     def progress(done: int, total: int) -> None:
         bar.set_postfix_str(f"tile {done}/{total}")
 
-    out = upscale(model, rgb[None], tile_size=tile_size, overlap=overlap, progress=progress)[0]
-    if alpha is None:
-        return out, None
-    size = out.shape[-2:]
-    up_alpha = torch.nn.functional.interpolate(alpha[None].float(), size=size, mode="bicubic",
-                                               align_corners=False)[0].clamp(0, 1)
-    return out, up_alpha
+    image = rgb if alpha is None else torch.cat([rgb, alpha.to(rgb.dtype)], 0)
+    out = upscale_rgba(model, image[None], tile_size=tile_size, overlap=overlap, progress=progress)[0]
+    return (out, None) if alpha is None else (out[:3], out[3:])
