@@ -105,8 +105,7 @@ def cmd_accuracy(args) -> None:
         if path is None:
             raise SystemExit(f"image {name} not found under {DATA}")
         images[name] = load_rgb(path)
-    print(f"accuracy: weights={args.weights} grid={args.grid or 'whole photos'} images={list(images)} "
-          f"tlc_frame={'yes' if getattr(dl.tlc, 'tlc_frame', None) else 'no'}", flush=True)
+    print(f"accuracy: weights={args.weights} grid={args.grid or 'whole photos'} images={list(images)}", flush=True)
     rows = []
     for name, img in images.items():
         refs: dict = {}

@@ -1,12 +1,14 @@
 """DLGSANet super-resolution: a faithful, host-independent, run-anywhere implementation.
 
-Public API: :func:`load_model`, :func:`save_model`, :func:`upscale`, :class:`DLGSANet`,
+Public API: :func:`load_model`, :func:`save_model`, :func:`upscale`, :func:`upscale_rgba`, :class:`DLGSANet`,
 :class:`DLGSANetConfig`, and the exceptions in :mod:`dlgsanet.errors`.
 """
 from .checkpoint import (config_from_state_dict, default_model_path, is_dlgsanet_state_dict,
                          load_model, model_from_state_dict, read_state_dict, save_model)
 from .config import PRESETS, DLGSANetConfig, preset_config
-from .errors import CheckpointError, DLGSANetError, ImageInputError, TileOutOfMemoryError, UpscaleCancelled
+from .alpha import upscale_rgba
+from .errors import (CheckpointError, DLGSANetError, ImageInputError, TileOutOfMemoryError, TileSettingsError,
+                     UpscaleCancelled)
 from .inference import upscale
 from .network import DLGSANet
 
@@ -15,6 +17,7 @@ __version__ = "0.1.0"
 __all__ = [
     "load_model", "save_model", "read_state_dict", "default_model_path", "is_dlgsanet_state_dict",
     "config_from_state_dict", "model_from_state_dict",
-    "DLGSANet", "DLGSANetConfig", "PRESETS", "preset_config", "upscale",
+    "DLGSANet", "DLGSANetConfig", "PRESETS", "preset_config", "upscale", "upscale_rgba",
     "DLGSANetError", "CheckpointError", "ImageInputError", "UpscaleCancelled", "TileOutOfMemoryError",
+    "TileSettingsError",
 ]

@@ -25,3 +25,7 @@ class UpscaleCancelled(DLGSANetError):
 
 class TileOutOfMemoryError(DLGSANetError, MemoryError):
     """Out of memory even at the smallest allowed tile size."""
+
+
+class TileSettingsError(DLGSANetError, ValueError):
+    """A tile size, overlap or ramp that cannot work (negative, overlap >= tile, ...)."""

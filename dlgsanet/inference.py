@@ -16,8 +16,7 @@ revisited.
 Why tiles can match the whole image closely: the global attention runs on TLC windows whose
 layout depends on the size of the map it sees, so a tile run as an independent image attends
 over different windows than the whole image, and its output differs everywhere, not only near
-its edges. Each tile therefore runs inside ``tlc.tlc_frame`` (when the network provides it),
-which gives it the whole image's windows (those crossing its edge shifted inside it); what
+its edges. Each tile therefore runs inside ``tlc.tlc_frame``, which gives it the whole image's windows (those crossing its edge shifted inside it); what
 remains differs only near tile edges, where the overlap's blending weights are small or zero.
 
 Why out-of-memory handling looks like this: on CUDA an OOM is recoverable. A failure on the
@@ -30,20 +29,17 @@ from __future__ import annotations
 
 import traceback
 from contextlib import nullcontext
-from typing import Callable, ContextManager, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
-from . import tlc
 from .errors import DLGSANetError, ImageInputError, TileOutOfMemoryError, UpscaleCancelled
 from .memory import auto_tile_size
+from .tlc import tlc_frame
 from .tiling import (DEFAULT_OVERLAP, DEFAULT_RAMP, MIN_TILE_SIZE, TilePlan,
                      axis_weights, check_settings, plan_tiles)
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
-#: ``tlc.tlc_frame(top, left, height, width)``: lays the TLC windows of a tile out as for the
-#: whole image (see docs/tiling.md). Looked up, not imported, so the engine runs without it.
-_TLC_FRAME: Optional[Callable[..., ContextManager[None]]] = getattr(tlc, "tlc_frame", None)
 OUTPUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.uint8)
 
 
@@ -110,7 +106,7 @@ class _Engine:
                  align_tlc: bool) -> None:
         self.runner, self.scale, self.device, self.dtype = runner, scale, device, dtype
         self.channels = channels
-        self.align_tlc = align_tlc and _TLC_FRAME is not None
+        self.align_tlc = align_tlc
         self.image_size = (0, 0)  # (H, W) of the image being upscaled: the TLC frame
         self.overlap, self.ramp, self.min_tile, self.limit = overlap, ramp, min_tile, limit
         self.cancel, self.oom_types = cancel, tuple(oom_types)
@@ -122,7 +118,7 @@ class _Engine:
             raise UpscaleCancelled("upscale cancelled")
 
     def _forward(self, crop: torch.Tensor, origin: tuple[int, int]) -> torch.Tensor:
-        frame = _TLC_FRAME(*origin, *self.image_size) if self.align_tlc else nullcontext()
+        frame = tlc_frame(*origin, *self.image_size) if self.align_tlc else nullcontext()
         with frame:
             out = self.runner(crop)
         h, w = crop.shape[-2:]

@@ -21,7 +21,7 @@ from typing import Iterator, Optional
 
 import torch
 
-from .errors import DLGSANetError
+from .errors import TileSettingsError
 
 #: Default tile side in input pixels when tiling (chosen from measurement, see docs/tiling.md).
 DEFAULT_TILE_SIZE = 256
@@ -33,10 +33,6 @@ MIN_TILE_SIZE = 96
 #: the overlap is given entirely to the tile whose edge is farther away, whose output there is
 #: more accurate.
 DEFAULT_RAMP = 0.5
-
-
-class TileSettingsError(DLGSANetError, ValueError):
-    """A tile size, overlap or ramp that cannot work (negative, overlap >= tile, ...)."""
 
 
 def axis_starts(size: int, tile: int, overlap: int) -> tuple[int, ...]:

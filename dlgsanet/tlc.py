@@ -4,17 +4,41 @@ At test time the global attention runs on windows of ``tlc_window`` pixels inste
 whole image, matching the statistics seen on training patches. The official code loops over
 windows in Python, pastes them back one by one, and only allows batch 1. Here the layout is
 computed once per image size as a flat pixel index (cached), and the windows of every image of
-a batch are gathered with ONE ``index_select`` of whole channels-last pixel rows and summed back
-with ONE ``index_add_``; each pixel is then divided by the number of windows that cover it, as
-the official count map does. Every image gets exactly the windows it gets alone.
+a batch are gathered with one ``index_select`` of whole channels-last pixel rows and summed back
+with one ``index_add_`` (CPU inference does this in chunks of whole windows, to bound memory);
+each pixel is then divided by the number of windows that cover it, as the official count map
+does. Every image gets exactly the windows it gets alone.
 """
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Iterator, Optional
 
 import torch
+
+#: ``(top, left, height, width)`` of the whole image while the network runs on a tile of it.
+_FRAME: ContextVar[Optional[tuple[int, int, int, int]]] = ContextVar("dlgsanet_tlc_frame", default=None)
+
+
+@contextmanager
+def tlc_frame(top: int, left: int, height: int, width: int) -> Iterator[None]:
+    """Lay TLC windows out as for the whole ``height x width`` image while the network runs on
+    a tile of it whose first pixel is (``top``, ``left``) (tiled inference, ``inference.py``).
+
+    A tile run as an image of its own gets a window layout that depends on its size. In a frame
+    it gets the whole image's windows instead, so away from its edges it attends exactly as the
+    whole image does; a window that crosses the tile edge is shifted inside the tile (a clipped
+    window would be small, and the attention statistics of a few rows of pixels are far off).
+    """
+    token = _FRAME.set((int(top), int(left), int(height), int(width)))
+    try:
+        yield
+    finally:
+        _FRAME.reset(token)
 
 
 @lru_cache(maxsize=256)
@@ -66,9 +90,23 @@ class WindowPlan:
         return (offsets[:, None] + self.index[None, :]).reshape(-1)
 
 
-def _plan(height: int, width: int, window: int, device: torch.device) -> WindowPlan:
-    rows = torch.tensor(window_starts(height, window))
-    cols = torch.tensor(window_starts(width, window))
+@lru_cache(maxsize=256)
+def framed_starts(size: int, window: int, offset: int, full: int) -> tuple[int, ...]:
+    """Window starts along one axis of a map of ``size`` that begins at ``offset`` of a ``full``
+    axis: the whole axis' windows that reach the map, each crossing the map's edge shifted
+    inside it, duplicates dropped. ``framed_starts(n, w, 0, n) == window_starts(n, w)``."""
+    if offset < 0 or offset + size > full:
+        raise ValueError(f"TLC frame: a map of {size} pixels at {offset} does not fit in {full}")
+    k, reach = min(size, window), min(full, window)
+    return tuple(sorted({min(max(s - offset, 0), size - k) for s in window_starts(full, window)
+                         if s < offset + size and s + reach > offset}))
+
+
+def _plan(height: int, width: int, window: int, device: torch.device,
+          frame: Optional[tuple[int, int, int, int]] = None) -> WindowPlan:
+    top, left, full_h, full_w = frame or (0, 0, height, width)
+    rows = torch.tensor(framed_starts(height, window, top, full_h))
+    cols = torch.tensor(framed_starts(width, window, left, full_w))
     kh, kw = min(height, window), min(width, window)
     r = (rows[:, None] + torch.arange(kh)[None, :])          # [nr, kh]
     c = (cols[:, None] + torch.arange(kw)[None, :])          # [nc, kw]
@@ -79,32 +117,17 @@ def _plan(height: int, width: int, window: int, device: torch.device) -> WindowP
 
 
 @lru_cache(maxsize=64)
-def _cached_plan(height: int, width: int, window: int, device: str) -> WindowPlan:
-    return _plan(height, width, window, torch.device(device))
+def _cached_plan(height: int, width: int, window: int, device: str,
+                 frame: Optional[tuple[int, int, int, int]]) -> WindowPlan:
+    return _plan(height, width, window, torch.device(device), frame)
 
 
 def window_plan(height: int, width: int, window: int, device: torch.device) -> WindowPlan:
-    """The (cached) :class:`WindowPlan` for a map size, TLC window and device."""
-    return _cached_plan(height, width, window, str(device))
+    """The (cached) :class:`WindowPlan` for a map size, TLC window and device; inside a
+    :func:`tlc_frame`, the whole image's layout seen from the tile."""
+    return _cached_plan(height, width, window, str(device), _FRAME.get())
 
 
 def needs_windows(height: int, width: int, window: int) -> bool:
     """False when TLC is off or one window covers the whole map (then it IS the whole map)."""
     return bool(window) and (height > window or width > window)
-
-
-def gather_windows(x: torch.Tensor, plan: WindowPlan) -> torch.Tensor:
-    """Channels-last ``[B, H, W, C]`` -> windows ``[B * count, pixels, C]`` (one gather)."""
-    b, h, w, c = x.shape
-    return x.reshape(b * h * w, c).index_select(0, plan.batch_index(b)).view(b * plan.count, plan.pixels, c)
-
-
-def scatter_windows(windows: torch.Tensor, plan: WindowPlan, batch: int) -> torch.Tensor:
-    """Windows ``[B * count, pixels, C]`` -> their per-pixel sum ``[B, H, W, C]`` (one scatter).
-
-    Divide by ``plan.coverage`` for the official average.
-    """
-    c = windows.shape[-1]
-    total = windows.new_zeros(batch * plan.height * plan.width, c)
-    total.index_add_(0, plan.batch_index(batch), windows.reshape(-1, c))
-    return total.view(batch, plan.height, plan.width, c)

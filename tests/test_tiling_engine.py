@@ -133,11 +133,6 @@ def test_wrong_model_output_shape_is_a_clear_error():
 
 # -- TLC windows laid out as for the whole image --------------------------------------------
 
-needs_frame = pytest.mark.skipif(not hasattr(tlc, "tlc_frame"),
-                                 reason="dlgsanet.tlc.tlc_frame is not there yet (see docs/tiling.md)")
-
-
-@needs_frame
 @pytest.mark.parametrize("shape", [(1, 3, 90, 70), (1, 3, 50, 130)])  # portrait and landscape
 def test_tiles_attend_over_the_whole_image_windows(shape):
     """Overlap 64 with ramp 0.5 leaves 16 zero-weight pixels at each inner edge: as many as the
@@ -152,7 +147,6 @@ def test_tiles_attend_over_the_whole_image_windows(shape):
     assert float((y_own - ref).abs().max()) > 5e-4
 
 
-@needs_frame
 def test_subtiles_after_an_oom_keep_the_whole_image_windows():
     model = small_dlgsanet(scale=2, tlc_window=8)
     x = structured(100, 230)
@@ -162,7 +156,6 @@ def test_subtiles_after_an_oom_keep_the_whole_image_windows():
     torch.testing.assert_close(y, whole(model, x), atol=1e-5, rtol=0)
 
 
-@needs_frame
 @settings(max_examples=200, deadline=None)
 @given(st.integers(1, 400), st.sampled_from([8, 48, 72, 96]), st.data())
 def test_framed_windows_are_the_whole_image_windows_shifted_inside_the_tile(full, window, data):
@@ -181,7 +174,6 @@ def test_framed_windows_are_the_whole_image_windows_shifted_inside_the_tile(full
     assert inside <= set(starts)  # every whole-image window inside the tile is kept as it is
 
 
-@needs_frame
 def test_a_frame_equal_to_the_image_changes_nothing():
     model = small_dlgsanet(scale=2, tlc_window=8)
     x = structured(21, 35, batch=2)
