@@ -40,7 +40,7 @@ from typing import Callable, Optional
 import torch
 
 import dlgsanet
-from dlgsanet import DLGSANet, DLGSANetConfig, preset_config
+from dlgsanet import DLGSANet, preset_config
 from dlgsanet.mhdlsa import DynamicDWConv
 from dlgsanet.sparse_gsa import SparseGSA
 from dlgsanet.tlc import needs_windows, window_plan
@@ -154,7 +154,7 @@ def parse_case(text: str) -> tuple[str, int, int]:
         raise SystemExit(f"bad case {text!r}: expected preset:scale:size, e.g. tiny:4:128") from None
 
 
-def run_case(case: str, repeats: int, with_reference: bool, roof: float) -> dict:
+def run_case(case: str, repeats: int, with_reference: bool, roof: float, threads: int) -> dict:
     preset, scale, size = parse_case(case)
     ours, reference = build_pair(preset, scale)
     x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(size))
@@ -169,7 +169,7 @@ def run_case(case: str, repeats: int, with_reference: bool, roof: float) -> dict
             order = [(ours, mine), (reference, theirs)] if with_reference else [(ours, mine)]
             for model, into in (order if i % 2 == 0 else order[::-1]):
                 timed(lambda: model(x), into)
-    row = dict(case=case, macs=macs, ours=mine.median, ours_cpu=mine.cpu_median,
+    row = dict(case=case, macs=macs, ours=mine.median, ours_cpu=mine.cpu_median, threads=threads,
                ours_gflops=2 * macs / mine.median / 1e9, roof_share=2 * macs / mine.median / 1e9 / roof)
     if with_reference:
         row.update(reference=theirs.median, reference_cpu=theirs.cpu_median, ratio=theirs.median / mine.median,
@@ -182,7 +182,7 @@ def print_rows(rows: list[dict], roof: float, threads: int) -> None:
     print(f"\nfp32 GEMM roof: {roof:.1f} GFLOP/s (torch.mm, {threads} thread(s)); times are medians, "
           f"wall-clock [CPU]")
     head = (f"{'case':<13} {'GMAC':>7} {'ours s':>16} {'reference s':>18} {'speed-up':>14} "
-            f"{'ours GFLOP/s':>12} {'roof':>6} {'ref roof':>8} {'max|diff|':>10}")
+            f"{'ours GFLOP/s':>12} {'roof share':>15} {'ref roof':>8} {'max|diff|':>10}")
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -193,8 +193,9 @@ def print_rows(rows: list[dict], roof: float, threads: int) -> None:
             tail = f"{r['ref_roof_share']:>7.1%} {r['max_diff']:>10.2e}"
         else:
             ref, ratio, tail = "-", "-", f"{'-':>7} {'-':>10}"
+        share = f"{r['roof_share']:.1%} [{r['roof_share_cpu']:.1%}]"
         print(f"{r['case']:<13} {r['macs'] / 1e9:>7.2f} {ours:>16} {ref:>18} {ratio:>14} "
-              f"{r['ours_gflops']:>12.1f} {r['roof_share']:>6.1%} {tail}")
+              f"{r['ours_gflops']:>12.1f} {share:>15} {tail}")
 
 
 # --- memory ---------------------------------------------------------------------------------------
@@ -294,7 +295,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     roof_start = gemm_roof()
     rows = []
     for case in cases:
-        row = run_case(case, repeats, not args.no_reference, roof_start)
+        row = run_case(case, repeats, not args.no_reference, roof_start, threads)
         rows.append(row)
         diff = f", max |diff| {row['max_diff']:.2e}" if "max_diff" in row else ""
         ratio = f", speed-up {row['ratio']:.2f}x" if "ratio" in row else ""
@@ -302,6 +303,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     roof = max(roof_start, gemm_roof())
     for row in rows:  # the roof is the best rate seen in the run
         row["roof_share"] = row["ours_gflops"] / roof
+        # CPU seconds / threads: the time the work took when it had the cores (load-independent)
+        row["roof_share_cpu"] = 2 * row["macs"] / (row["ours_cpu"] / threads) / 1e9 / roof
         if "reference" in row:
             row["ref_roof_share"] = 2 * row["macs"] / row["reference"] / 1e9 / roof
     print_rows(rows, roof, threads)

@@ -164,6 +164,11 @@ def new_output(like: torch.Tensor, workspace: Optional[Workspace]) -> torch.Tens
     return workspace.output_for(like) if workspace is not None else torch.empty_like(like)
 
 
+def scratch(workspace: Optional[Workspace], name: str, shape: Sequence[int], like: torch.Tensor) -> torch.Tensor:
+    """An uninitialised ``shape`` buffer: workspace buffer ``name``, or a fresh tensor."""
+    return workspace.take(name, shape, like) if workspace is not None else like.new_empty(shape)
+
+
 class ChannelLayerNorm(nn.Module):
     """LayerNorm over the channels of each pixel (biased variance, eps 1e-5), channels-last input.
 

@@ -20,12 +20,13 @@ All paths compute the same sums in the same order per output element.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn as nn
 
-from typing import Optional
-
-from .layers import GDFN, ChannelLayerNorm, Workspace, band_rows, cpu_inference, matrix, new_output, row_bands
+from .layers import (GDFN, ChannelLayerNorm, Workspace, band_rows, cpu_inference, matrix, new_output, row_bands,
+                     scratch)
 from .ops import dynamic_dwconv
 from .ops.dynamic_dwconv_torch import shift_accumulate_
 
@@ -132,17 +133,19 @@ class MHDLSA(nn.Module):
                 hyper = torch.cat([hyper, hyper.new_ones(b, 1, kept, w)], dim=1)
             hyper = hyper.reshape(b, -1, kept * w)
             shape = (b, w_kernels.shape[1], kept * w)                                  # [b, K*K*G, kept*w]
-            kernels = torch.bmm(w_kernels, hyper, out=workspace.take("kernels", shape, hyper)) \
-                if workspace is not None else torch.bmm(w_kernels, hyper)
+            kernels = torch.bmm(w_kernels, hyper, out=scratch(workspace, "kernels", shape, hyper))
             padded = planes.new_zeros(b, c, kept + 2 * p, w + 2 * p)
             top = a0 - (r0 - p)  # zero rows above the image in the first band
             padded[:, :, top:top + n_rows, p:p + w] = planes.view(b, c, n_rows, w)
             acc = planes.new_empty(b, g, c // g, kept, w)
             shift_accumulate_(acc, padded.view(b, g, c // g, kept + 2 * p, w + 2 * p),
                               kernels.view(b, g, k, k, kept, w))
-            band = torch.baddbmm(residual[:, r0:r1].reshape(b, kept * w, c),
-                                 acc.view(b, c, kept * w).transpose(1, 2), back)
-            out[:, r0:r1] = band.view(b, kept, w, c)
+            dst = out[:, r0:r1]
+            res = residual[:, r0:r1].reshape(b, kept * w, c)
+            if dst.is_contiguous():  # batch of one: the GEMM writes the output rows directly
+                torch.baddbmm(res, acc.view(b, c, kept * w).transpose(1, 2), back, out=dst.view(b, kept * w, c))
+            else:
+                dst.copy_(torch.baddbmm(res, acc.view(b, c, kept * w).transpose(1, 2), back).view(b, kept, w, c))
         return out
 
 

@@ -17,14 +17,14 @@ How it is evaluated (same function, fewer passes over memory):
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from typing import Optional
-
 from .layers import (GDFN, ChannelLayerNorm, Workspace, band_rows, conv1x1, cpu_inference, depthwise, inplace_ok,
-                     matrix, new_output, pointwise, row_bands, spatial)
+                     matrix, new_output, pointwise, row_bands, scratch, spatial)
 from .tlc import needs_windows, window_plan
 
 #: Floats per band of the qkv map (1x1 + 3x3 depth-wise) in CPU inference (512k = 2 MiB).
@@ -59,13 +59,12 @@ class SparseGSA(nn.Module):
         heads, d = self.heads, c // self.heads
         q, k = qk[..., :c], qk[..., c:2 * c]
         gram = torch.bmm(q.transpose(1, 2), k)                                     # [n, C, C]
-        if workspace is not None:
-            both = qk[..., :2 * c]
-            norms = torch.mul(both, both, out=workspace.take("squares", both.shape, qk)).sum(dim=1).sqrt_()
-        elif inplace_ok(qk):
-            norms = qk[..., :2 * c].square().sum(dim=1).sqrt_()                    # [n, 2C]
+        both = qk[..., :2 * c]
+        if inplace_ok(qk):
+            squares = torch.mul(both, both, out=scratch(workspace, "squares", both.shape, qk))
+            norms = squares.sum(dim=1).sqrt_()                                     # [n, 2C]
         else:  # vector_norm has a safe gradient at 0
-            norms = torch.linalg.vector_norm(qk[..., :2 * c], dim=1)
+            norms = torch.linalg.vector_norm(both, dim=1)
         inv = norms.clamp_min(1e-12).reciprocal()
         blocks = gram.view(n, heads, d, heads, d).diagonal(dim1=1, dim2=3).permute(0, 3, 1, 2)
         attn = blocks * inv[:, :c].reshape(n, heads, d, 1) * inv[:, c:].reshape(n, heads, 1, d)
@@ -89,41 +88,39 @@ class SparseGSA(nn.Module):
         for r0, r1, a0, a1 in row_bands(h, band_rows(w, 3 * c, QKV_BAND_ELEMENTS), 1):
             t = conv1x1(norm(x[:, a0:a1]), self.qkv.weight, self.qkv.bias)
             qkv[:, r0:r1] = depthwise(t, dw.weight, dw.bias, dw.padding)[:, r0 - a0:r1 - a0]
-        return self.attend(qkv, residual, chunked=True, workspace=workspace)
+        return self.attend(qkv, residual, workspace)
 
-    def attend(self, qkv: torch.Tensor, residual: torch.Tensor, chunked: bool = False,
-               workspace: Optional[Workspace] = None) -> torch.Tensor:
-        """``residual + project_out(attention(qkv))`` on TLC windows (eval) or the whole map."""
+    def attend(self, qkv: torch.Tensor, residual: torch.Tensor, workspace: Optional[Workspace] = None) -> torch.Tensor:
+        """``residual + project_out(attention(qkv))`` on TLC windows (eval) or the whole map.
+
+        With a ``workspace`` (CPU inference) the windows go in chunks of whole windows through
+        reused buffers (the same arithmetic per window, bounded memory); otherwise all windows of
+        all images in one batch."""
         b, h, w, c3 = qkv.shape
         c = c3 // 3
         window = 0 if self.training else int(self.tlc_window or 0)
         if not needs_windows(h, w, window):
             tokens = qkv.view(b, h * w, c3)
-            mix = self.mixing(tokens)
-            out = new_output(residual, workspace) if chunked else None
-            out = torch.baddbmm(residual.reshape(b, h * w, c), tokens[..., 2 * c:], mix.transpose(1, 2),
-                                out=None if out is None else out.view(b, h * w, c))
+            mix = self.mixing(tokens, workspace)
+            out = torch.baddbmm(residual.reshape(b, h * w, c), tokens[..., 2 * c:], mix.transpose(1, 2))
             return out.view(b, h, w, c)
         plan = window_plan(h, w, window, qkv.device)
         index = plan.batch_index(b)
         flat = qkv.view(b * h * w, c3)
-        total = workspace.take("total", (b * h * w, c), qkv).zero_() if workspace is not None \
-            else qkv.new_zeros(b * h * w, c)
+        total = scratch(workspace, "total", (b * h * w, c), qkv).zero_()
         count = b * plan.count
-        # All windows of all images in one batch; in CPU inference, in chunks of whole windows
-        # (the same arithmetic per window, bounded memory).
-        step = max(1, WINDOW_CHUNK_ELEMENTS // (plan.pixels * c3)) if chunked else count
+        step = count if workspace is None else max(1, WINDOW_CHUNK_ELEMENTS // (plan.pixels * c3))
         for k0 in range(0, count, step):
             k1 = min(count, k0 + step)
             idx = index[k0 * plan.pixels:k1 * plan.pixels]
-            if workspace is None:
-                windows = flat.index_select(0, idx).view(k1 - k0, plan.pixels, c3)   # gather
-                projected = torch.bmm(windows[..., 2 * c:], self.mixing(windows).transpose(1, 2))
-            else:
-                windows = torch.index_select(flat, 0, idx, out=workspace.take("windows", (idx.numel(), c3), flat))
-                windows = windows.view(k1 - k0, plan.pixels, c3)
+            if inplace_ok(flat):  # into reused buffers (out= cannot record autograd)
+                windows = torch.index_select(flat, 0, idx, out=scratch(workspace, "windows", (idx.numel(), c3), flat))
+                windows = windows.view(k1 - k0, plan.pixels, c3)                      # gather
                 projected = torch.bmm(windows[..., 2 * c:], self.mixing(windows, workspace).transpose(1, 2),
-                                      out=workspace.take("projected", (k1 - k0, plan.pixels, c), flat))
+                                      out=scratch(workspace, "projected", (k1 - k0, plan.pixels, c), flat))
+            else:
+                windows = flat.index_select(0, idx).view(k1 - k0, plan.pixels, c3)    # gather
+                projected = torch.bmm(windows[..., 2 * c:], self.mixing(windows).transpose(1, 2))
             total.index_add_(0, idx, projected.view(-1, c))                         # scatter-add
         out = new_output(residual, workspace) if workspace is not None else None
         return torch.addcdiv(residual, total.view(b, h, w, c), plan.coverage, out=out)

@@ -19,7 +19,7 @@ import dlgsanet.sparse_gsa as sparse_gsa
 from dlgsanet.layers import GDFN, ChannelLayerNorm, Workspace, row_bands, spatial
 from dlgsanet.ops.dynamic_dwconv_torch import DynamicDWConvFunction, dynamic_dwconv_torch
 from dlgsanet.sparse_gsa import SparseGSA
-from dlgsanet.tlc import gather_windows, scatter_windows, window_plan, window_starts
+from dlgsanet.tlc import window_plan, window_starts
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -184,7 +184,8 @@ def test_window_plan_follows_official_grid(h: int, w: int, window: int) -> None:
     wins = official_windows(h, w, window)
     assert plan.count == len(wins)
     x = torch.randn(2, h, w, 3)
-    gathered = gather_windows(x, plan).view(2, plan.count, plan.window_h, plan.window_w, 3)
+    gathered = x.reshape(2 * h * w, 3).index_select(0, plan.batch_index(2))
+    gathered = gathered.view(2, plan.count, plan.window_h, plan.window_w, 3)
     count = torch.zeros(h, w)
     for idx, (i, j, kh, kw) in enumerate(wins):
         assert torch.equal(gathered[:, idx], x[:, i:i + kh, j:j + kw])
@@ -193,7 +194,8 @@ def test_window_plan_follows_official_grid(h: int, w: int, window: int) -> None:
     assert tuple(sorted({i for i, *_ in wins})) == window_starts(h, window)
 
 
-def test_scatter_windows_sums_overlaps() -> None:
+def test_window_index_scatters_overlaps_into_their_sum() -> None:
+    """index_add_ over the plan's index (what the attention does) sums overlapping windows."""
     h, w, window = 13, 9, 5
     plan = window_plan(h, w, window, torch.device("cpu"))
     windows = torch.randn(2 * plan.count, plan.pixels, 4)
@@ -201,7 +203,8 @@ def test_scatter_windows_sums_overlaps() -> None:
     blocks = windows.view(2, plan.count, plan.window_h, plan.window_w, 4)
     for idx, (i, j, kh, kw) in enumerate(official_windows(h, w, window)):
         expected[:, i:i + kh, j:j + kw] += blocks[:, idx]
-    assert torch.allclose(scatter_windows(windows, plan, 2), expected, atol=1e-6)
+    total = torch.zeros(2 * h * w, 4).index_add_(0, plan.batch_index(2), windows.reshape(-1, 4))
+    assert torch.allclose(total.view(2, h, w, 4), expected, atol=1e-6)
 
 
 # --- attention, norm, feed-forward ---------------------------------------------------------------
