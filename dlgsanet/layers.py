@@ -25,6 +25,9 @@ import torch.nn.functional as F
 
 #: Floats per band of the feed-forward's hidden halves in CPU inference (512k = 2 MiB).
 FFN_BAND_ELEMENTS = 1 << 19
+#: Largest factor by which many threads enlarge the bands (the per-pixel kernel band then holds
+#: at most 8 x 8 MiB).
+MAX_BAND_SCALE = 8
 
 
 def matrix(conv: nn.Conv2d) -> torch.Tensor:
@@ -116,9 +119,23 @@ def row_bands(height: int, rows: int, halo: int) -> Iterator[tuple[int, int, int
 
 
 def band_rows(width: int, channels: int, budget: int, minimum: int = 8) -> int:
-    """Rows per band so that a band of ``channels`` channels holds about ``budget`` floats
-    (at least ``minimum`` rows, so that the halo stays a small share of the work)."""
-    return max(minimum, budget // max(1, width * channels))
+    """Rows per band so that a band of ``channels`` channels holds about ``budget`` floats, scaled
+    by :func:`thread_band_scale` (at least ``minimum`` rows, so that the halo stays a small share
+    of the work)."""
+    return max(minimum, budget * thread_band_scale() // max(1, width * channels))
+
+
+def thread_band_scale(threads: Optional[int] = None) -> int:
+    """How much larger bands are with ``threads`` torch threads (default: the current count).
+
+    The band budgets were tuned on one core, where a band's intermediates should stay in that
+    core's cache. With more threads every op of a band is split between them, so each thread's
+    share shrinks while the fork/join and oneDNN set-up cost per op stays: measured on the 2-core
+    box (docs/performance.md), Tiny x4 at 128^2 with 2 threads took 0.61 s with one-core bands
+    and 0.47-0.51 s with 4x larger ones. Capped so that memory stays bounded on many cores.
+    """
+    threads = torch.get_num_threads() if threads is None else threads
+    return 1 if threads <= 1 else min(MAX_BAND_SCALE, 2 * threads)
 
 
 class Workspace:

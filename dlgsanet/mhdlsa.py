@@ -33,7 +33,8 @@ from .ops.dynamic_dwconv_torch import shift_accumulate_
 #: Per-pixel kernel values made at once in CPU inference (floats; 2M = 8 MiB in float32).
 #: Measured on a 2-core EPYC (docs/performance.md): bands of 2-8 rows lose to per-op overhead,
 #: whole images lose to cache misses (Large at 128x128: 93 ms whole vs 53 ms in 32-row bands
-#: per dynamic conv); this gives ~40 rows (Tiny) / ~22 rows (Large) at width 128.
+#: per dynamic conv); this gives ~40 rows (Tiny) / ~22 rows (Large) at width 128 on one thread
+#: (more threads scale it: ``layers.thread_band_scale``).
 KERNEL_BAND_ELEMENTS = 1 << 21
 #: Fewest rows per band: the K // 2 halo rows on each side are recomputed for every band.
 MIN_BAND_ROWS = 16

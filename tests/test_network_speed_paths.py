@@ -16,7 +16,8 @@ import torch.nn.functional as F
 import dlgsanet.layers as layers
 import dlgsanet.mhdlsa as mhdlsa
 import dlgsanet.sparse_gsa as sparse_gsa
-from dlgsanet.layers import GDFN, ChannelLayerNorm, Workspace, row_bands, spatial
+from dlgsanet.layers import (MAX_BAND_SCALE, GDFN, ChannelLayerNorm, Workspace, band_rows, row_bands, spatial,
+                             thread_band_scale)
 from dlgsanet.ops.dynamic_dwconv_torch import DynamicDWConvFunction, dynamic_dwconv_torch
 from dlgsanet.sparse_gsa import SparseGSA
 from dlgsanet.tlc import window_plan, window_starts
@@ -258,6 +259,19 @@ def test_row_bands_cover_every_row_once_with_their_halo(height: int, rows: int, 
     assert max(r1 - r0 for r0, r1, _, _ in bands) - min(r1 - r0 for r0, r1, _, _ in bands) <= 1
     for r0, r1, a0, a1 in bands:
         assert r1 - r0 <= rows and a0 == max(0, r0 - halo) and a1 == min(height, r1 + halo)
+
+
+def test_bands_grow_with_threads_but_stay_bounded() -> None:
+    """One thread keeps the one-core budget; more threads get larger bands, never more than
+    MAX_BAND_SCALE times, and band_rows follows the current torch thread count."""
+    assert thread_band_scale(1) == 1 and thread_band_scale(2) == 4
+    assert thread_band_scale(64) == MAX_BAND_SCALE
+    one = band_rows(128, 96, 1 << 19)
+    torch.set_num_threads(2)
+    try:
+        assert band_rows(128, 96, 1 << 19) == (4 << 19) // (128 * 96) > 3 * one
+    finally:
+        torch.set_num_threads(1)
 
 
 def test_gdfn_channels_last_equals_nchw_formula() -> None:
