@@ -116,7 +116,9 @@ def _plan(height: int, width: int, window: int, device: torch.device,
                       coverage.view(height, width, 1).to(device))
 
 
-@lru_cache(maxsize=64)
+#: A plan of a 256^2 tile holds about 1 MB of indices, and a tiled image asks for one per tile
+#: position (its own frame); a small cache still serves every block of a forward pass.
+@lru_cache(maxsize=16)
 def _cached_plan(height: int, width: int, window: int, device: str,
                  frame: Optional[tuple[int, int, int, int]]) -> WindowPlan:
     return _plan(height, width, window, torch.device(device), frame)

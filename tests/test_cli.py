@@ -94,6 +94,18 @@ def test_never_replaces_its_input(model_file, tmp_path, capsys) -> None:
     assert (tmp_path / "a.png").read_bytes() == before
 
 
+def test_threads_option_sets_torch_threads(model_file, tmp_path) -> None:
+    Image.fromarray(_rgb()).save(tmp_path / "a.png")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--model", str(model_file),
+                     "--quiet", "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1 and (tmp_path / "out" / "a.png").exists()
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_bad_inputs_are_one_line_errors(model_file, tmp_path) -> None:
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     (tmp_path / "esrgan.pth").write_bytes(b"")
@@ -104,6 +116,8 @@ def test_bad_inputs_are_one_line_errors(model_file, tmp_path) -> None:
         (["upscale", str(tmp_path / "broken.png"), "-o", str(tmp_path / "o"), "--model", str(tmp_path / "esrgan.pth")],
          "empty"),
         (["info", str(tmp_path / "nope.safetensors")], "not found"),
+        (["upscale", str(tmp_path / "broken.png"), "-o", str(tmp_path / "o"), "--threads", "0"],
+         "--threads must be a positive integer"),
     ]
     for args, message in cases:
         proc = subprocess.run([sys.executable, "-m", "dlgsanet", *args], capture_output=True, text=True,

@@ -38,11 +38,23 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
     return parser
 
 
+def set_threads(threads: Optional[int]) -> None:
+    """Apply a command's ``--threads`` to torch (None: leave torch's choice)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise DLGSANetError(f"--threads must be a positive integer, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(command if command in COMMANDS else None).parse_args(argv)
     try:
+        set_threads(getattr(args, "threads", None))
         return int(args._run(args) or 0)
     except DLGSANetError as e:
         print(f"dlgsanet {args.command}: error: {e}", file=sys.stderr)

@@ -35,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tile size in LR pixels (default: as `upscale`; tiling can move scores slightly)")
     parser.add_argument("--overlap", type=int, default=None, metavar="PX", help="tile overlap in LR pixels")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads for torch (default: torch's choice; 1 can be faster on a busy machine)")
 
 
 def _check_output(path: Optional[str], overwrite: bool, flag: str) -> Optional[Path]:

@@ -4,7 +4,8 @@ Each preview is what its workflow does, made with the library (which the integra
 gives ComfyUI's saved output to the 8-bit level): the bundled sample image enlarged with nearest
 neighbour next to the bundled model's x4 result.
 
-    python tests/integration/make_previews.py [--model PATH]   (default: the bundled model)
+    python tests/integration/make_previews.py [--model PATH]   (default: the bundled model;
+                                                                the package installed, e.g. pip install -e .)
 """
 from __future__ import annotations
 
@@ -15,11 +16,10 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+import dlgsanet
+from dlgsanet.images import read_image
 
-import dlgsanet  # noqa: E402
-from dlgsanet.images import read_image  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 CAPTIONS = {
     "dlgsanet_tiled_upscale": "Load DLGSANet Model -> Tiled Upscale (DLGSANet)",
