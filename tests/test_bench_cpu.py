@@ -1,4 +1,4 @@
-"""The CPU benchmark's bookkeeping: its multiply-accumulate count and its smallest run."""
+"""The CPU benchmarks' bookkeeping: the multiply-accumulate count, the smallest run, the ablation steps."""
 from __future__ import annotations
 
 import importlib.util
@@ -70,3 +70,16 @@ def test_benchmark_runs_end_to_end(capsys: pytest.CaptureFixture[str]) -> None:
     assert bench.main(["--cases", "tiny:4:24", "--repeats", "1", "--threads", "1", "--memory"]) == 0
     out = capsys.readouterr().out
     assert "tiny:4:24" in out and "fp32 GEMM roof" in out and "agree with the reference" in out
+
+
+def test_ablation_steps_all_compute_the_reference_function() -> None:
+    """Every step of the ablation (the reference patched step by step, then our network on both
+    paths) must agree with the naive reference within 1e-4, or the script exits non-zero. 56x56 at
+    x4 has 2x2 overlapping TLC windows, so the batched-window step is exercised."""
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.ablation_cpu", "--case", "tiny:4:56", "--repeats", "1",
+                           "--threads", "1"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    steps = [line.split()[0] for line in proc.stdout.splitlines() if line[:1].isdigit()]
+    assert steps == ["1", "2", "3", "4", "5", "6"]
