@@ -1,7 +1,7 @@
 """DLGSANet super-resolution: a faithful, host-independent, run-anywhere implementation.
 
-Public API: :func:`load_model`, :func:`save_model`, :func:`upscale`, :func:`upscale_rgba`, :class:`DLGSANet`,
-:class:`DLGSANetConfig`, and the exceptions in :mod:`dlgsanet.errors`.
+Public API: :func:`load_model`, :func:`save_model`, :func:`upscale`, :func:`upscale_rgba`,
+:class:`DLGSANet`, :class:`DLGSANetConfig`, and the exceptions in :mod:`dlgsanet.errors`.
 """
 from .checkpoint import (config_from_state_dict, default_model_path, is_dlgsanet_state_dict,
                          load_model, model_from_state_dict, read_state_dict, save_model)

@@ -16,8 +16,9 @@ revisited.
 Why tiles can match the whole image closely: the global attention runs on TLC windows whose
 layout depends on the size of the map it sees, so a tile run as an independent image attends
 over different windows than the whole image, and its output differs everywhere, not only near
-its edges. Each tile therefore runs inside ``tlc.tlc_frame``, which gives it the whole image's windows (those crossing its edge shifted inside it); what
-remains differs only near tile edges, where the overlap's blending weights are small or zero.
+its edges. Each tile therefore runs inside ``tlc.tlc_frame``, which gives it the whole image's
+windows (those crossing its edge shifted inside it); what remains differs only near tile edges,
+where the overlap's blending weights are small or zero.
 
 Why out-of-memory handling looks like this: on CUDA an OOM is recoverable. A failure on the
 very first tile re-plans the image with half the tile size (nothing is lost); a failure later

@@ -130,9 +130,10 @@ def thread_band_scale(threads: Optional[int] = None) -> int:
 
     The band budgets were tuned on one core, where a band's intermediates should stay in that
     core's cache. With more threads every op of a band is split between them, so each thread's
-    share shrinks while the fork/join and oneDNN set-up cost per op stays: measured on the 2-core
-    box (docs/performance.md), Tiny x4 at 128^2 with 2 threads took 0.61 s with one-core bands
-    and 0.47-0.51 s with 4x larger ones. Capped so that memory stays bounded on many cores.
+    share shrinks while the fork/join and oneDNN set-up cost per op stays: measured side by side
+    on the 2-core box (docs/performance.md), 2 threads, medians: Tiny x4 at 128^2 0.594 s with
+    one-core bands, 0.533 s with 4x larger ones; Large 4.369 s and 3.971 s. Capped so that memory
+    stays bounded on many cores.
     """
     threads = torch.get_num_threads() if threads is None else threads
     return 1 if threads <= 1 else min(MAX_BAND_SCALE, 2 * threads)
