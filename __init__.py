@@ -14,11 +14,12 @@ NODE_DISPLAY_NAME_MAPPINGS: dict = {}
 # importing the repository root as a package, a stray import from another host -- importing this
 # file is a cheap no-op instead of an ImportError.
 if importlib.util.find_spec("folder_paths") is not None:
-    from .dlgsanet.spandrel_arch import register as _register_spandrel
+    from .dlgsanet import is_dlgsanet_state_dict, model_from_state_dict
+    from .dlgsanet_spandrel import register as _register_spandrel
     from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS  # noqa: F811
 
     try:
-        _register_spandrel()
+        _register_spandrel(is_dlgsanet_state_dict, model_from_state_dict)
     except Exception as _error:  # a broken spandrel install must not cost the user our own nodes
         logging.getLogger("DLGSANet").warning("DLGSANet: not registered with spandrel (%s)", _error)
 

@@ -1,9 +1,10 @@
 """DLGSANet in the AUTOMATIC1111 / Forge upscaler dropdowns (Extras, Hires. fix, SD upscale, API).
 
 A thin adapter over the host-independent ``dlgsanet`` package. A1111 imports this file by path
-with the extension root on sys.path *only while it is imported*, so ``dlgsanet`` (a unique
-top-level name) is imported here at the top; anything imported later must be a ``dlgsanet.*``
-submodule, which resolves through the already-imported package.
+with the extension root on sys.path *only while it is imported*, so ``dlgsanet`` and the
+spandrel adapter ``dlgsanet_spandrel`` (unique top-level names) are imported here at the top;
+anything imported later must be a ``dlgsanet.*`` submodule, which resolves through the
+already-imported package.
 
 Why it is shaped like this (see ``docs/a1111.md`` for users):
 
@@ -44,6 +45,7 @@ import dlgsanet.checkpoint
 import dlgsanet.config
 import dlgsanet.devices
 import dlgsanet.tiling
+import dlgsanet_spandrel
 from dlgsanet import CheckpointError, DLGSANetConfig, DLGSANetError, TileOutOfMemoryError, UpscaleCancelled
 
 try:  # Forge: let its memory manager make room before we allocate (moved between versions)
@@ -422,11 +424,7 @@ def _upscale_pil(model: torch.nn.Module, img: Image.Image) -> Image.Image:
 def _register_spandrel() -> None:
     """Let A1111's built-in (ESRGAN-family) path load DLGSANet files too; optional."""
     try:
-        from dlgsanet import spandrel_arch
-    except ImportError:
-        return
-    try:
-        spandrel_arch.register()
+        dlgsanet_spandrel.register(dlgsanet.is_dlgsanet_state_dict, dlgsanet.model_from_state_dict)
     except Exception:
         logger.warning("DLGSANet: could not register with spandrel (models/ESRGAN will not load "
                        "DLGSANet files; the DLGSANet entries still work)", exc_info=True)

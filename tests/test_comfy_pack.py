@@ -16,7 +16,7 @@ from pathlib import Path
 import comfy_helpers as ch
 
 ROOT = ch.REPO_ROOT
-PACK_FILES = [ROOT / "__init__.py", *sorted((ROOT / "nodes").glob("*.py")), ROOT / "dlgsanet" / "spandrel_arch.py"]
+PACK_FILES = [ROOT / "__init__.py", *sorted((ROOT / "nodes").glob("*.py")), ROOT / "dlgsanet_spandrel.py"]
 # What the entry point and nodes may import absolutely: the standard library bits they use, torch,
 # and ComfyUI's own modules. Everything of ours is relative.
 ALLOWED_ABSOLUTE = {"__future__", "importlib.util", "logging", "os", "zipfile", "pathlib", "typing", "torch",
@@ -36,18 +36,24 @@ def test_only_relative_imports_of_our_code():
                 names = [node.module or ""]
             else:
                 continue
-            if path.name == "spandrel_arch.py":
+            if path.name == "dlgsanet_spandrel.py":
                 continue  # checked below: spandrel only inside functions
             bad = [n for n in names if n not in ALLOWED_ABSOLUTE]
             assert not bad, f"{path.relative_to(ROOT)}:{node.lineno} imports {bad} absolutely"
 
 
 def test_spandrel_is_imported_only_inside_functions():
-    tree = _tree(ROOT / "dlgsanet" / "spandrel_arch.py")
+    """And the adapter imports none of our code: each host passes the package's functions in."""
+    tree = _tree(ROOT / "dlgsanet_spandrel.py")
     for node in tree.body:  # module level
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
             assert not any(m.split(".")[0] == "spandrel" for m in mods)
+    for node in ast.walk(tree):  # anywhere
+        if isinstance(node, ast.ImportFrom):
+            assert node.level == 0 and (node.module or "").split(".")[0] != "dlgsanet", node.lineno
+        elif isinstance(node, ast.Import):
+            assert all(a.name.split(".")[0] != "dlgsanet" for a in node.names), node.lineno
 
 
 def test_no_eval_exec_pip_subprocess_or_sys_path_edits():
@@ -103,4 +109,6 @@ def test_pack_loads_without_spandrel(tmp_path, monkeypatch):
     folder.symlink_to(ROOT, target_is_directory=True)
     pack = ch.load_pack(folder)
     assert len(pack.NODE_CLASS_MAPPINGS) == 3
-    assert sys.modules[pack.__name__ + ".dlgsanet.spandrel_arch"].register() is False
+    ours = sys.modules[pack.__name__ + ".dlgsanet"]
+    adapter = sys.modules[pack.__name__ + ".dlgsanet_spandrel"]
+    assert adapter.register(ours.is_dlgsanet_state_dict, ours.model_from_state_dict) is False

@@ -15,8 +15,17 @@ import torch
 spandrel = pytest.importorskip("spandrel", reason="spandrel (optional extra) is not installed")
 
 from comfy_helpers import random_model, small_config  # noqa: E402
-from dlgsanet import CheckpointError, DLGSANetConfig, preset_config  # noqa: E402
-from dlgsanet.spandrel_arch import ARCH_ID, detect, register  # noqa: E402
+import dlgsanet_spandrel  # noqa: E402  (the repository root's host adapter)
+from dlgsanet import (CheckpointError, DLGSANetConfig, is_dlgsanet_state_dict,  # noqa: E402
+                      model_from_state_dict, preset_config)
+from dlgsanet_spandrel import ARCH_ID  # noqa: E402
+
+detect = is_dlgsanet_state_dict
+
+
+def register(registry=None) -> bool:
+    """Register as both hosts do, with the package's detect and build functions."""
+    return dlgsanet_spandrel.register(is_dlgsanet_state_dict, model_from_state_dict, registry)
 
 DLGSANET_CONFIGS = {
     "tiny-x4": preset_config("tiny", 4),
@@ -156,12 +165,11 @@ def test_register_is_idempotent_even_from_a_second_copy_of_the_module():
     assert register(reg) is True
     assert register(reg) is False
     # a host that imports the package under another name (ComfyUI: path-derived) registers too
-    spec = importlib.util.find_spec("dlgsanet.spandrel_arch")
+    spec = importlib.util.find_spec("dlgsanet_spandrel")
     copy = importlib.util.module_from_spec(spec)
-    copy.__package__ = "dlgsanet"
     spec.loader.exec_module(copy)
-    assert copy is not sys.modules["dlgsanet.spandrel_arch"]
-    assert copy.register(reg) is False
+    assert copy is not sys.modules["dlgsanet_spandrel"]
+    assert copy.register(is_dlgsanet_state_dict, model_from_state_dict, reg) is False
     assert [a.architecture.id for a in reg] == [ARCH_ID]
 
 

@@ -2,33 +2,34 @@
 
 ComfyUI's built-in "Load Upscale Model" (and every pack built on ``UPSCALE_MODEL``), A1111/Forge's
 ESRGAN-family upscalers and chaiNNer load checkpoints through spandrel's global ``MAIN_REGISTRY``.
-Adding one architecture there makes all of them load DLGSANet checkpoints, with hyperparameters
-inferred from shapes by :mod:`dlgsanet.checkpoint` (the same code our own loader uses).
+Adding one architecture there makes all of them load DLGSANet checkpoints.
 
-spandrel is optional and imported only inside functions: ``dlgsanet`` must import without it
-(and spandrel itself needs torchvision at import time). Works with spandrel 0.3.4 (the A1111/Forge
-pin; ``ArchRegistry.add`` has no ``ignore_duplicates`` there and raises a plain ``ValueError``)
-and 0.4.x (ComfyUI).
+A host adapter, shared by both hosts, so it lives beside their entry points and not in the
+host-independent ``dlgsanet`` package. The ComfyUI pack imports it relatively (``.dlgsanet_spandrel``)
+and the A1111 script as a top-level module; since ``dlgsanet`` itself is imported relatively in
+one host and absolutely in the other, this module imports none of it: each host passes in
+``dlgsanet.is_dlgsanet_state_dict`` and ``dlgsanet.model_from_state_dict`` (hyperparameters
+inferred from shapes, the same code our own loader uses).
+
+spandrel is optional and imported only inside functions (and spandrel itself needs torchvision at
+import time). Works with spandrel 0.3.4 (the A1111/Forge pin; ``ArchRegistry.add`` has no
+``ignore_duplicates`` there and raises a plain ``ValueError``) and 0.4.x (ComfyUI).
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
-
-from .checkpoint import is_dlgsanet_state_dict, model_from_state_dict
+from typing import Any, Callable, Mapping, Optional
 
 ARCH_ID = "DLGSANet"
 
-
-def detect(state_dict: Mapping[str, Any]) -> bool:
-    """spandrel's detect contract: no false negatives, (here) no false positives either.
-
-    The signature keys include the dynamic-convolution hyper-network
-    (``...IDynamicDWConv.conv.conv2.0.weight``), which no other architecture has.
-    """
-    return is_dlgsanet_state_dict(state_dict)
+#: ``dlgsanet.is_dlgsanet_state_dict``: spandrel's detect contract, no false negatives and (here)
+#: no false positives either, through keys that only DLGSANet has (the dynamic-convolution
+#: hyper-network, ``...IDynamicDWConv.conv.conv2.0.weight``).
+Detect = Callable[[Mapping[str, Any]], bool]
+#: ``dlgsanet.model_from_state_dict``: the network, with our own clear CheckpointError messages.
+Build = Callable[[Mapping[str, Any]], Any]
 
 
-def make_architecture() -> Any:
+def make_architecture(detect: Detect, build: Build) -> Any:
     """A new ``spandrel.Architecture`` instance for DLGSANet (needs spandrel importable)."""
     from spandrel import Architecture, ImageModelDescriptor, ModelTiling, SizeRequirements
 
@@ -41,7 +42,7 @@ def make_architecture() -> Any:
         def load(self, state_dict: Mapping[str, Any]) -> Any:
             # Validates shapes and values with our own clear CheckpointError messages; spandrel's
             # descriptor then loads the same tensors strictly once more (a few MB, negligible).
-            model = model_from_state_dict(state_dict)
+            model = build(state_dict)
             config = model.config
             tags = [model.preset] if model.preset else []
             tags += [f"{config.dim}dim", f"{config.groups}x{config.blocks}blocks"]
@@ -67,7 +68,7 @@ def make_architecture() -> Any:
     return DLGSANetArch()
 
 
-def register(registry: Optional[Any] = None) -> bool:
+def register(detect: Detect, build: Build, registry: Optional[Any] = None) -> bool:
     """Add DLGSANet to ``registry`` (default: ``spandrel.MAIN_REGISTRY``); True if it was added.
 
     Idempotent: calling it again (a host reloading the pack, or the ComfyUI pack and the A1111
@@ -85,7 +86,7 @@ def register(registry: Optional[Any] = None) -> bool:
     from spandrel import ArchSupport
 
     try:
-        registry.add(ArchSupport.from_architecture(make_architecture()))
+        registry.add(ArchSupport.from_architecture(make_architecture(detect, build)))
     except ValueError:  # 0.4.x DuplicateArchitectureError is a ValueError too (a racing add)
         if ARCH_ID in registry:
             return False
