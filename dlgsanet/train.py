@@ -19,7 +19,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import DLGSANetConfig, preset_config
-from .data import PatchPairs, TrainingDataError, load_validation
+from .data import PatchPairs, load_validation
 from .errors import CheckpointError, DLGSANetError
 from .network import DLGSANet
 

@@ -19,6 +19,17 @@ def _seed() -> None:
 
 
 @pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test, restored afterwards. Tests on tiny tensors use it: on a
+    shared 2-core box, waking a second OpenMP thread for each op costs far more than it saves
+    (4-50x slower measured here)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"shared folder not found at {SHARED} (set DLGSANET_SHARED)")

@@ -13,15 +13,19 @@ def small_config(**changes) -> DLGSANetConfig:
     return DLGSANetConfig(**base)
 
 
-def random_model(config: DLGSANetConfig, seed: int = 0) -> DLGSANet:
-    """Default init plus noise and temperatures in [0.3, 3] (as the official fixtures were made),
-    so that every parameter matters."""
+def randomise(module: torch.nn.Module, seed: int = 0, noise: float = 0.02) -> torch.nn.Module:
+    """Default init plus Gaussian ``noise`` and temperatures in [0.3, 3] (as the official fixtures
+    were made), so that every parameter matters."""
     gen = torch.Generator().manual_seed(seed)
-    model = DLGSANet(config)
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for name, p in module.named_parameters():
             if name.endswith("temperature"):
                 p.copy_(torch.rand(p.shape, generator=gen) * 2.7 + 0.3)
             else:
-                p.add_(torch.randn(p.shape, generator=gen) * 0.02)
-    return model.eval()
+                p.add_(torch.randn(p.shape, generator=gen) * noise)
+    return module
+
+
+def random_model(config: DLGSANetConfig, seed: int = 0) -> DLGSANet:
+    """A randomised :class:`DLGSANet` (see :func:`randomise`) in eval mode."""
+    return randomise(DLGSANet(config), seed).eval()

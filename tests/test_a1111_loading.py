@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 
 import dlgsanet
-import torch
 from a1111_helpers import (
     A1111_HOST,
     EXTENSION_DIRNAME,
@@ -66,12 +65,7 @@ DRIVER = textwrap.dedent("""
 """)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

@@ -24,12 +24,7 @@ def load_bench():
     return module
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("size,tlc", [((23, 31), 10), ((12, 12), 48), ((17, 9), 0)])

@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import core_helpers
 import dlgsanet.layers as layers
 import dlgsanet.mhdlsa as mhdlsa
 import dlgsanet.sparse_gsa as sparse_gsa
@@ -23,13 +24,7 @@ from dlgsanet.sparse_gsa import SparseGSA
 from dlgsanet.tlc import window_plan, window_starts
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: a second OpenMP thread costs more than it saves on a shared 2-core box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def unfold_dynamic_conv(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
@@ -41,14 +36,7 @@ def unfold_dynamic_conv(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
 
 
 def randomise(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if name.endswith("temperature"):
-                p.copy_(torch.rand(p.shape, generator=gen) * 2.7 + 0.3)
-            else:
-                p.add_(torch.randn(p.shape, generator=gen) * 0.05)
-    return module
+    return core_helpers.randomise(module, seed, noise=0.05)
 
 
 # --- dynamic depth-wise convolution --------------------------------------------------------------

@@ -25,14 +25,7 @@ PRESETS = ("tiny", "light", "large")
 SCALES = (2, 3, 4)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: on a shared 2-core box, waking a second OpenMP thread for each op
-    costs far more than it saves (4-10x slower here). Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
