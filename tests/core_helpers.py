@@ -1,6 +1,10 @@
 """Small models and checkpoints for the core tests (random weights, fast on a CPU)."""
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+from typing import Iterator
+
 import torch
 
 from dlgsanet import DLGSANet, DLGSANetConfig
@@ -29,3 +33,12 @@ def randomise(module: torch.nn.Module, seed: int = 0, noise: float = 0.02) -> to
 def random_model(config: DLGSANetConfig, seed: int = 0) -> DLGSANet:
     """A randomised :class:`DLGSANet` (see :func:`randomise`) in eval mode."""
     return randomise(DLGSANet(config), seed).eval()
+
+
+def absolute_imports(path: Path) -> Iterator[tuple[int, str]]:
+    """(line, module) of every absolute import in a Python file, at any depth (functions too)."""
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Import):
+            yield from ((node.lineno, a.name) for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            yield node.lineno, node.module or ""

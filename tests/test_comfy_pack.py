@@ -14,6 +14,7 @@ import tomllib
 from pathlib import Path
 
 import comfy_helpers as ch
+from core_helpers import absolute_imports
 
 ROOT = ch.REPO_ROOT
 PACK_FILES = [ROOT / "__init__.py", *sorted((ROOT / "nodes").glob("*.py")), ROOT / "dlgsanet_spandrel.py"]
@@ -29,17 +30,10 @@ def _tree(path: Path) -> ast.Module:
 
 def test_only_relative_imports_of_our_code():
     for path in PACK_FILES:
-        for node in ast.walk(_tree(path)):
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0:
-                names = [node.module or ""]
-            else:
-                continue
-            if path.name == "dlgsanet_spandrel.py":
-                continue  # checked below: spandrel only inside functions
-            bad = [n for n in names if n not in ALLOWED_ABSOLUTE]
-            assert not bad, f"{path.relative_to(ROOT)}:{node.lineno} imports {bad} absolutely"
+        if path.name == "dlgsanet_spandrel.py":
+            continue  # checked below: spandrel only inside functions, none of our code
+        for line, name in absolute_imports(path):
+            assert name in ALLOWED_ABSOLUTE, f"{path.relative_to(ROOT)}:{line} imports {name} absolutely"
 
 
 def test_spandrel_is_imported_only_inside_functions():

@@ -6,9 +6,8 @@ level or inside a function, so it runs unchanged in any of them and on its own.
 """
 from __future__ import annotations
 
-import ast
-
 from conftest import REPO_ROOT
+from core_helpers import absolute_imports
 
 #: Top-level modules of the hosts and of host-side loaders (ComfyUI, A1111/Forge, spandrel).
 HOST_MODULES = {"folder_paths", "comfy", "comfy_extras", "nodes", "server", "execution", "modules", "modules_forge",
@@ -16,15 +15,7 @@ HOST_MODULES = {"folder_paths", "comfy", "comfy_extras", "nodes", "server", "exe
 
 
 def test_the_package_imports_no_host_module() -> None:
-    offenders = []
-    for path in sorted((REPO_ROOT / "dlgsanet").rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0:
-                names = [node.module or ""]
-            else:
-                continue
-            offenders += [f"{path.relative_to(REPO_ROOT)}:{node.lineno} {n}" for n in names
-                          if n.split(".")[0] in HOST_MODULES]
+    offenders = [f"{path.relative_to(REPO_ROOT)}:{line} {name}"
+                 for path in sorted((REPO_ROOT / "dlgsanet").rglob("*.py"))
+                 for line, name in absolute_imports(path) if name.split(".")[0] in HOST_MODULES]
     assert not offenders, "dlgsanet/ must stay host-independent: " + ", ".join(offenders)
