@@ -16,16 +16,20 @@ against the one before it and against the reference. The steps are cumulative:
 5. our network on its whole-image path: channels-last maps, 1x1 convs as GEMMs on transposed
    operands, the attention's Gram matrix taken before normalising and ``project_out`` folded into
    it, oneDNN called directly;
-6. our network as it runs for inference: each block band by band of rows (intermediates stay in
-   cache, reused buffers, no page faults);
+6. our network as it runs for inference with PyTorch ops only: each block band by band of rows
+   (intermediates stay in cache, reused buffers, no page faults);
 7. (with more than one thread) the bands enlarged for the thread count (``thread_band_scale``):
-   step 6 is then timed with one-core bands.
+   step 6 is then timed with one-core bands;
+8. + the fused C++ kernels (``kernels/cpu_fused.cpp``: per-pixel kernels made and used a few
+   pixels at a time; depth-wise conv, GELU and gate in one pass), the default where they build.
+   Steps 5-7 run with ``DLGSANET_CPU_KERNELS=off``.
 
 Steps 2-5 patch the reference or our modules inside this process only; that is what an ablation is.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 from contextlib import ExitStack, contextmanager
@@ -39,6 +43,7 @@ import dlgsanet.layers as layers
 import dlgsanet.mhdlsa as mhdlsa
 import dlgsanet.network as network
 import dlgsanet.sparse_gsa as sparse_gsa
+from dlgsanet.ops import cpu_kernels
 from dlgsanet.ops.dynamic_dwconv_torch import dynamic_dwconv_torch
 from dlgsanet.tlc import needs_windows, window_plan
 
@@ -53,6 +58,20 @@ def patched(owner: object, name: str, value: object) -> Iterator[None]:
         yield
     finally:
         setattr(owner, name, before)
+
+
+@contextmanager
+def environment(name: str, value: str) -> Iterator[None]:
+    """Set environment variable ``name`` to ``value`` inside the block, then restore it."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 def fused_layer_norm(self, x: torch.Tensor) -> torch.Tensor:
@@ -102,11 +121,16 @@ def variants(ours: torch.nn.Module, reference: torch.nn.Module) -> list[Variant]
         step3(stack)
         stack.enter_context(patched(ref.SparseAttention, "forward", batched_windows_forward))
 
+    def torch_ops(stack: ExitStack) -> None:
+        stack.enter_context(environment(cpu_kernels.ENV_VAR, "off"))
+
     def whole_image_path(stack: ExitStack) -> None:
+        torch_ops(stack)
         for module in (mhdlsa, sparse_gsa, network):
             stack.enter_context(patched(module, "cpu_inference", never))
 
     def one_core_bands(stack: ExitStack) -> None:
+        torch_ops(stack)
         stack.enter_context(patched(layers, "MAX_BAND_SCALE", 1))
 
     out: list[Variant] = [
@@ -118,9 +142,13 @@ def variants(ours: torch.nn.Module, reference: torch.nn.Module) -> list[Variant]
     ]
     if torch.get_num_threads() > 1:
         out.append(("6 ours, banded (one-core bands)", ours, one_core_bands))
-        out.append(("7 ours, banded, bands for the threads", ours, lambda stack: None))
+        out.append(("7 ours, banded, bands for the threads", ours, torch_ops))
     else:
-        out.append(("6 ours, banded (default)", ours, lambda stack: None))
+        out.append(("6 ours, banded", ours, torch_ops))
+    if cpu_kernels.usable(next(ours.parameters())):
+        out.append((f"{len(out) + 1} + fused C++ kernels (default)", ours, lambda stack: None))
+    else:
+        print("fused C++ kernels unavailable here: the last step is left out", file=sys.stderr)
     return out
 
 

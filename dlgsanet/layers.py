@@ -23,6 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .ops import cpu_kernels
+
 #: Floats per band of the feed-forward's hidden halves in CPU inference (512k = 2 MiB).
 FFN_BAND_ELEMENTS = 1 << 19
 #: Largest factor by which many threads enlarge the bands (the per-pixel kernel band then holds
@@ -238,12 +240,24 @@ class GDFN(nn.Module):
         """``residual + GDFN(norm(x))`` for CPU inference, band by band of rows (halo 1 row for the
         3x3 depth-wise conv; ``norm`` is per pixel, so it is applied per band too)."""
         h = self.hidden_features
-        rows = band_rows(x.shape[2], h, FFN_BAND_ELEMENTS)
+        b, _, w, _ = x.shape
+        rows = band_rows(w, h, FFN_BAND_ELEMENTS)
         out = new_output(residual, workspace)
+        fused = cpu_kernels.usable(x) and self.dwconv.kernel_size == (3, 3)
+        if fused:  # depth-wise conv, GELU and gate in one pass of the C++ kernel
+            weight, bias = self.dwconv.weight, self.dwconv.bias
+            gate_w, value_w = cpu_kernels.taps_major(weight[:h]), cpu_kernels.taps_major(weight[h:])
+            gate_b, value_b = (None, None) if bias is None else (bias[:h].contiguous(), bias[h:].contiguous())
         for r0, r1, a0, a1 in row_bands(x.shape[1], rows, 1):
             band = norm(x[:, a0:a1])
-            gated = F.gelu(self._half(band, slice(0, h))[:, r0 - a0:r1 - a0])
-            gated.mul_(self._half(band, slice(h, 2 * h))[:, r0 - a0:r1 - a0])
+            if fused:  # one GEMM for both halves; the kernel reads gate and value from its channels
+                both = conv1x1(band, self.project_in.weight)
+                gated = cpu_kernels.dwconv3x3(both[..., :h], gate_w, gate_b, r1 - r0, r0 - a0,
+                                              scratch(workspace, "gated", (b, r1 - r0, w, h), x),
+                                              both[..., h:], value_w, value_b)
+            else:
+                gated = F.gelu(self._half(band, slice(0, h))[:, r0 - a0:r1 - a0])
+                gated.mul_(self._half(band, slice(h, 2 * h))[:, r0 - a0:r1 - a0])
             proj = conv1x1(gated, self.project_out.weight, self.project_out.bias)
             torch.add(proj, residual[:, r0:r1], out=out[:, r0:r1])
         return out

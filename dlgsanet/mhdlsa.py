@@ -27,7 +27,7 @@ import torch.nn as nn
 
 from .layers import (GDFN, ChannelLayerNorm, Workspace, band_rows, cpu_inference, matrix, new_output, row_bands,
                      scratch)
-from .ops import dynamic_dwconv
+from .ops import cpu_kernels, dynamic_dwconv
 from .ops.dynamic_dwconv_torch import shift_accumulate_
 
 #: Per-pixel kernel values made at once in CPU inference (floats; 2M = 8 MiB in float32).
@@ -120,27 +120,29 @@ class MHDLSA(nn.Module):
         w0, w_reduce = matrix(self.conv0), matrix(reduce)
         w_kernels = dyn.kernel_matrix().expand(b, -1, -1)
         back = matrix(self.conv1).t().expand(b, -1, -1)
+        fused = cpu_kernels.usable(x) and spread.padding_mode == "zeros"
         rows = band_rows(w, g * k * k, KERNEL_BAND_ELEMENTS, MIN_BAND_ROWS)
         out = new_output(residual, workspace)
         for r0, r1, a0, a1 in row_bands(h, rows, p):
             n_rows, kept = a1 - a0, r1 - r0
-            y = norm(x[:, a0:a1])
-            planes = torch.matmul(w0, y.reshape(b, n_rows * w, c).transpose(1, 2))     # [b, c, n_rows*w]
-            hyper = torch.matmul(w_reduce, planes)
+            y = norm(x[:, a0:a1]).reshape(b, n_rows * w, c)
+            # conv0 straight into channel planes: W0 @ y^T, the transpose is free inside the GEMM
+            # (image by image with torch.mm: the batched matmul would copy the transposed operand)
+            planes = scratch(workspace, "planes", (b, c, n_rows * w), y)
+            hyper = scratch(workspace, "hyper", (b, w_reduce.shape[0], n_rows * w), y)
+            for i in range(b):
+                torch.mm(w0, y[i].t(), out=planes[i])
+                torch.mm(w_reduce, planes[i], out=hyper[i])
             if reduce.bias is not None:
                 hyper += reduce.bias.view(-1, 1)
-            hyper = spread(hyper.view(b, -1, n_rows, w))[:, :, r0 - a0:r1 - a0]        # [b, r, kept, w]
-            if dyn.conv2[0].bias is not None:
-                hyper = torch.cat([hyper, hyper.new_ones(b, 1, kept, w)], dim=1)
-            hyper = hyper.reshape(b, -1, kept * w)
-            shape = (b, w_kernels.shape[1], kept * w)                                  # [b, K*K*G, kept*w]
-            kernels = torch.bmm(w_kernels, hyper, out=scratch(workspace, "kernels", shape, hyper))
-            padded = planes.new_zeros(b, c, kept + 2 * p, w + 2 * p)
-            top = a0 - (r0 - p)  # zero rows above the image in the first band
-            padded[:, :, top:top + n_rows, p:p + w] = planes.view(b, c, n_rows, w)
-            acc = planes.new_empty(b, g, c // g, kept, w)
-            shift_accumulate_(acc, padded.view(b, g, c // g, kept + 2 * p, w + 2 * p),
-                              kernels.view(b, g, k, k, kept, w))
+            hyper = spread(hyper.view(b, -1, n_rows, w))                               # [b, r, n_rows, w]
+            if fused:  # per-pixel kernels made and used inside the C++ kernel, a few pixels at a time
+                acc = cpu_kernels.dynamic_conv(planes.view(b, c, n_rows, w), r0 - a0, hyper.contiguous(), r0 - a0,
+                                               matrix(dyn.conv2[0]), dyn.conv2[0].bias, kept, k,
+                                               out=scratch(workspace, "dynamic", (b, c, kept, w), planes))
+            else:
+                acc = self._shift_accumulate(planes, hyper[:, :, r0 - a0:r1 - a0], w_kernels, r0 - a0, n_rows,
+                                             kept, workspace)
             dst = out[:, r0:r1]
             res = residual[:, r0:r1].reshape(b, kept * w, c)
             if dst.is_contiguous():  # batch of one: the GEMM writes the output rows directly
@@ -148,6 +150,27 @@ class MHDLSA(nn.Module):
             else:
                 dst.copy_(torch.baddbmm(res, acc.view(b, c, kept * w).transpose(1, 2), back).view(b, kept, w, c))
         return out
+
+    def _shift_accumulate(self, planes: torch.Tensor, hyper: torch.Tensor, w_kernels: torch.Tensor, offset: int,
+                          n_rows: int, kept: int, workspace: Optional[Workspace]) -> torch.Tensor:
+        """The dynamic conv of one band with PyTorch ops: all per-pixel kernels of the band by one
+        GEMM, then K*K shifted multiply-adds over the zero-padded planes. ``hyper``: the band's
+        kept rows; ``offset``: first kept row in ``planes``. Returns ``[b, c, kept, w]``."""
+        b, c = planes.shape[:2]
+        w = hyper.shape[-1]
+        dyn = self.conv
+        k, g, p = dyn.kernel_size, dyn.groups, dyn.kernel_size // 2
+        if dyn.conv2[0].bias is not None:
+            hyper = torch.cat([hyper, hyper.new_ones(b, 1, kept, w)], dim=1)
+        hyper = hyper.reshape(b, -1, kept * w)
+        shape = (b, w_kernels.shape[1], kept * w)                                      # [b, K*K*G, kept*w]
+        kernels = torch.bmm(w_kernels, hyper, out=scratch(workspace, "kernels", shape, hyper))
+        padded = planes.new_zeros(b, c, kept + 2 * p, w + 2 * p)
+        top = p - offset  # zero rows above the image in the first band
+        padded[:, :, top:top + n_rows, p:p + w] = planes.view(b, c, n_rows, w)
+        acc = planes.new_empty(b, g, c // g, kept, w)
+        shift_accumulate_(acc, padded.view(b, g, c // g, kept + 2 * p, w + 2 * p), kernels.view(b, g, k, k, kept, w))
+        return acc.view(b, c, kept, w)
 
 
 class MHDLSABlock(nn.Module):

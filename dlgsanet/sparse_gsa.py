@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from .layers import (GDFN, ChannelLayerNorm, Workspace, band_rows, conv1x1, cpu_inference, depthwise, inplace_ok,
                      matrix, new_output, pointwise, row_bands, scratch, spatial)
+from .ops import cpu_kernels
 from .tlc import needs_windows, window_plan
 
 #: Floats per band of the qkv map (1x1 + 3x3 depth-wise) in CPU inference (512k = 2 MiB).
@@ -85,9 +86,16 @@ class SparseGSA(nn.Module):
         b, h, w, c = x.shape
         dw = self.qkv_dwconv
         qkv = workspace.take("qkv", (b, h, w, 3 * c), x) if workspace is not None else x.new_empty(b, h, w, 3 * c)
+        fused = cpu_kernels.usable(x) and dw.kernel_size == (3, 3)
+        if fused:  # the C++ depth-wise conv writes the band's rows of qkv directly
+            taps = cpu_kernels.taps_major(dw.weight)
+            bias = dw.bias.contiguous() if dw.bias is not None else None
         for r0, r1, a0, a1 in row_bands(h, band_rows(w, 3 * c, QKV_BAND_ELEMENTS), 1):
             t = conv1x1(norm(x[:, a0:a1]), self.qkv.weight, self.qkv.bias)
-            qkv[:, r0:r1] = depthwise(t, dw.weight, dw.bias, dw.padding)[:, r0 - a0:r1 - a0]
+            if fused:
+                cpu_kernels.dwconv3x3(t, taps, bias, r1 - r0, r0 - a0, qkv[:, r0:r1])
+            else:
+                qkv[:, r0:r1] = depthwise(t, dw.weight, dw.bias, dw.padding)[:, r0 - a0:r1 - a0]
         return self.attend(qkv, residual, workspace)
 
     def attend(self, qkv: torch.Tensor, residual: torch.Tensor, workspace: Optional[Workspace] = None) -> torch.Tensor:

@@ -11,6 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from conftest import REPO_ROOT
 from dlgsanet import DLGSANetConfig
 from dlgsanet.mhdlsa import DynamicDWConv
+from dlgsanet.ops import cpu_kernels
 
 
 def load_bench():
@@ -77,4 +78,6 @@ def test_ablation_steps_all_compute_the_reference_function() -> None:
                            "--threads", "1"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     steps = [line.split()[0] for line in proc.stdout.splitlines() if line[:1].isdigit()]
-    assert steps == ["1", "2", "3", "4", "5", "6"]
+    fused = cpu_kernels.usable(torch.zeros(1))  # the last step, where the C++ kernels build
+    assert steps == ["1", "2", "3", "4", "5", "6"] + (["7"] if fused else [])
+    assert ("fused C++ kernels (default)" in proc.stdout) == fused

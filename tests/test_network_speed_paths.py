@@ -19,6 +19,7 @@ import dlgsanet.mhdlsa as mhdlsa
 import dlgsanet.sparse_gsa as sparse_gsa
 from dlgsanet.layers import (MAX_BAND_SCALE, GDFN, ChannelLayerNorm, Workspace, band_rows, row_bands, spatial,
                              thread_band_scale)
+from dlgsanet.ops import cpu_kernels
 from dlgsanet.ops.dynamic_dwconv_torch import DynamicDWConvFunction, dynamic_dwconv_torch
 from dlgsanet.sparse_gsa import SparseGSA
 from dlgsanet.tlc import window_plan, window_starts
@@ -77,11 +78,13 @@ def test_dynamic_conv_gradient_for_one_argument_only() -> None:
     assert torch.allclose(gk, rk, atol=1e-5)
 
 
+@pytest.mark.parametrize("kernels", ["auto", "off"])
 @pytest.mark.parametrize("rows", [1, 2, 5, 10_000])
-def test_banded_local_block_equals_whole_image_path(rows: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_banded_local_block_equals_whole_image_path(rows: int, kernels: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """CPU inference makes the per-pixel kernels band by band of ``rows`` rows (halo K // 2, the
-    image's zero padding at its borders); autograd takes the whole-image path through the
-    dispatcher. Both are the same function."""
+    image's zero padding at its borders), with the fused C++ kernels where they build or with
+    PyTorch ops; autograd takes the whole-image path through the dispatcher. All the same function."""
+    monkeypatch.setenv(cpu_kernels.ENV_VAR, kernels)
     dim, k, heads = 12, 5, 3
     block = randomise(mhdlsa.MHDLSABlock(dim, k, heads, 2.0))
     monkeypatch.setattr(mhdlsa, "KERNEL_BAND_ELEMENTS", rows * (dim // heads) * k * k * 9)
@@ -93,10 +96,13 @@ def test_banded_local_block_equals_whole_image_path(rows: int, monkeypatch: pyte
     assert torch.allclose(banded, whole.detach(), atol=1e-5)
 
 
+@pytest.mark.parametrize("kernels", ["auto", "off"])
 @pytest.mark.parametrize("budget", [1, 1 << 30])
-def test_banded_global_block_equals_whole_image_path(budget: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    """qkv in bands of rows, windows in chunks, feed-forward in bands: same function as the
-    whole-image autograd path, with TLC windows that overlap."""
+def test_banded_global_block_equals_whole_image_path(budget: int, kernels: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """qkv in bands of rows, windows in chunks, feed-forward in bands (C++ kernels or PyTorch
+    ops): same function as the whole-image autograd path, with TLC windows that overlap."""
+    monkeypatch.setenv(cpu_kernels.ENV_VAR, kernels)
     monkeypatch.setattr(sparse_gsa, "QKV_BAND_ELEMENTS", budget)
     monkeypatch.setattr(sparse_gsa, "WINDOW_CHUNK_ELEMENTS", budget)
     monkeypatch.setattr(layers, "FFN_BAND_ELEMENTS", budget)
