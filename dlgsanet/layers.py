@@ -10,7 +10,8 @@ only the way they are applied changes, never what they compute.
 CPU inference additionally runs each block in bands of image rows (:func:`row_bands`): the
 block's wide intermediates (4*dim channels in the feed-forward, K*K*G per-pixel kernels, ...)
 are made and consumed one band at a time, so they stay in cache and no image-sized buffer is
-allocated for them. A band carries the few extra rows that its convolutions need on each side
+allocated for them. Within a band, the parts that are not GEMMs run in the fused C++ kernels of
+``dlgsanet.ops.cpu_kernels`` where those build (PyTorch ops otherwise: the same function). A band carries the few extra rows that its convolutions need on each side
 (their "halo"); those rows are computed with the image's zero padding and thrown away, so every
 kept row sees exactly the inputs it sees in a whole-image pass. Bands depend on the image width
 only, never on the batch, so an image gets the same bits alone and in a batch.
@@ -207,11 +208,14 @@ class ChannelLayerNorm(nn.Module):
 class GDFN(nn.Module):
     """Gated-Dconv feed-forward network (Restormer): 1x1 expand, 3x3 depth-wise, GELU gate, 1x1.
 
-    ``forward(x, residual)`` returns ``residual + GDFN(x)``; channels-last in and out. The gate
-    and value halves are computed as two separate (contiguous) maps rather than one map split
-    afterwards: the depth-wise conv and the projection are per channel, so this is the same
-    arithmetic, but GELU then runs on a contiguous tensor (about 1.6x faster than on the strided
-    half) and oneDNN's depth-wise conv is faster on two 2*dim-channel maps than on one.
+    ``forward(x, residual)`` returns ``residual + GDFN(x)``; channels-last in and out. In CPU
+    inference with the fused C++ kernel (:func:`dlgsanet.ops.cpu_kernels.dwconv3x3`), one GEMM
+    expands to both halves and the kernel reads gate and value from its channels, computing
+    GELU(dw(gate)) * dw(value) in one pass. With PyTorch ops the halves are two separate
+    (contiguous) maps instead, rather than one map split afterwards: the depth-wise conv and the
+    projection are per channel, so this is the same arithmetic, but GELU then runs on a contiguous
+    tensor (about 1.6x faster than on the strided half) and oneDNN's depth-wise conv is faster on
+    two 2*dim-channel maps than on one.
     """
 
     def __init__(self, dim: int, expansion: float = 2.0) -> None:

@@ -9,9 +9,11 @@ and on a CPU it is memory-bound, so its layout decides the speed:
   shifted view is a plain strided slice; the two 1x1 convolutions around it (``conv0``,
   ``conv1``) do the transposition for free by multiplying with transposed operands;
 - in CPU inference (:meth:`MHDLSA.banded`) the whole block runs band by band of rows with a
-  halo of K // 2 rows: the per-pixel kernels (K*K*G channels: 392 for Tiny, 735 for Large, the
-  largest tensor of the model) exist for one band at a time, made by one GEMM and consumed by
-  the K*K shifted multiply-adds while still in cache;
+  halo of K // 2 rows. The per-pixel kernels (K*K*G channels: 392 for Tiny, 735 for Large, the
+  largest tensor of the model) are made and used inside the fused C++ kernel
+  (:func:`dlgsanet.ops.cpu_kernels.dynamic_conv`), 64 pixels of a row at a time, so they never
+  leave L1; without it they exist for one band at a time, made by one GEMM and consumed by the
+  K*K shifted multiply-adds while still in cache;
 - on CUDA, or when gradients are needed, the kernels are made for the whole image and the conv
   goes through :func:`dlgsanet.ops.dynamic_dwconv` (the cupy kernels, or the PyTorch autograd
   Function).
@@ -120,7 +122,7 @@ class MHDLSA(nn.Module):
         w0, w_reduce = matrix(self.conv0), matrix(reduce)
         w_kernels = dyn.kernel_matrix().expand(b, -1, -1)
         back = matrix(self.conv1).t().expand(b, -1, -1)
-        fused = cpu_kernels.usable(x) and spread.padding_mode == "zeros"
+        fused = cpu_kernels.usable(x)
         rows = band_rows(w, g * k * k, KERNEL_BAND_ELEMENTS, MIN_BAND_ROWS)
         out = new_output(residual, workspace)
         for r0, r1, a0, a1 in row_bands(h, rows, p):

@@ -34,6 +34,7 @@ from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
+from torch.profiler import record_function
 
 from .cupy_backend import kernel_dirs
 
@@ -279,9 +280,10 @@ def dynamic_conv(x: torch.Tensor, x_offset: int, hyper: torch.Tensor, hyper_offs
     _require(out.is_contiguous() and tuple(out.shape) == (b, c, rows, w), "bad output buffer")
     if bias is not None:
         bias = bias.contiguous()
-    status = library().dlg_dynamic_conv(_ptr(x), hx, x_offset, _ptr(hyper), hh, hyper_offset, _ptr(weight),
-                                        _ptr(bias), _ptr(out), b, c, groups, kernel_size, r, rows, w,
-                                        torch.get_num_threads())
+    with record_function("dlgsanet::dynamic_conv"):  # named in torch.profiler tables
+        status = library().dlg_dynamic_conv(_ptr(x), hx, x_offset, _ptr(hyper), hh, hyper_offset, _ptr(weight),
+                                            _ptr(bias), _ptr(out), b, c, groups, kernel_size, r, rows, w,
+                                            torch.get_num_threads())
     _require(status == 0, f"dlg_dynamic_conv failed with status {status}")
     return out
 
@@ -319,9 +321,10 @@ def dwconv3x3(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor
     _require(value is None or (value.shape == x.shape and value.stride() == x.stride() and value_weight is not None
                                and tuple(value_weight.shape) == (9, c)), "value does not match")
     _require(tuple(out.shape) == (b, rows, w, c) and out.stride()[1:] == (w * c, c, 1), "bad output buffer")
-    status = library().dlg_dwconv3x3(_ptr(x), _ptr(value), _ptr(weight), _ptr(value_weight), _ptr(bias),
-                                     _ptr(value_bias), _ptr(out), b, hx, w, c, ld, rows, offset, out.stride(0),
-                                     torch.get_num_threads())
+    with record_function("dlgsanet::gated_dwconv3x3" if value is not None else "dlgsanet::dwconv3x3"):
+        status = library().dlg_dwconv3x3(_ptr(x), _ptr(value), _ptr(weight), _ptr(value_weight), _ptr(bias),
+                                         _ptr(value_bias), _ptr(out), b, hx, w, c, ld, rows, offset, out.stride(0),
+                                         torch.get_num_threads())
     _require(status == 0, f"dlg_dwconv3x3 failed with status {status}")
     return out
 
