@@ -30,6 +30,17 @@ def one_torch_thread():
 
 
 @pytest.fixture
+def webui(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A fresh A1111 webui around the stand-in host (``a1111_helpers.Webui``), with the host's
+    folders on ``sys.path`` for the test."""
+    from a1111_helpers import host_on_sys_path, make_webui
+
+    for path in reversed(host_on_sys_path()):
+        monkeypatch.syspath_prepend(path)
+    return make_webui(tmp_path)
+
+
+@pytest.fixture
 def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"shared folder not found at {SHARED} (set DLGSANET_SHARED)")

@@ -68,13 +68,6 @@ DRIVER = textwrap.dedent("""
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture
-def webui(tmp_path, monkeypatch):
-    for path in reversed(host_on_sys_path()):
-        monkeypatch.syspath_prepend(path)
-    return make_webui(tmp_path)
-
-
 @pytest.mark.slow
 def test_a_fresh_webui_imports_the_script_as_a1111_does(tmp_path):
     w = make_webui(tmp_path)

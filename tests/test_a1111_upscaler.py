@@ -20,8 +20,6 @@ from dlgsanet.devices import dtype_problem
 from a1111_helpers import (
     SCALE_BY_REGEX,
     ForwardCounter,
-    host_on_sys_path,
-    make_webui,
     nearest_model,
     random_model,
     tiny_config,
@@ -34,13 +32,6 @@ from dlgsanet import DLGSANet
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture
-def webui(tmp_path, monkeypatch):
-    for path in reversed(host_on_sys_path()):
-        monkeypatch.syspath_prepend(path)
-    return make_webui(tmp_path)
 
 
 def pixels(img: Image.Image) -> np.ndarray:
