@@ -120,9 +120,9 @@ class MHDLSA(nn.Module):
         k, g, p = dyn.kernel_size, dyn.groups, dyn.kernel_size // 2
         reduce, spread = dyn.conv1[0], dyn.conv1[1]
         w0, w_reduce = matrix(self.conv0), matrix(reduce)
-        w_kernels = dyn.kernel_matrix().expand(b, -1, -1)
         back = matrix(self.conv1).t().expand(b, -1, -1)
         fused = cpu_kernels.usable(x)
+        w_kernels = None if fused else dyn.kernel_matrix().expand(b, -1, -1)  # the C++ kernel takes conv2 as is
         rows = band_rows(w, g * k * k, KERNEL_BAND_ELEMENTS, MIN_BAND_ROWS)
         out = new_output(residual, workspace)
         for r0, r1, a0, a1 in row_bands(h, rows, p):

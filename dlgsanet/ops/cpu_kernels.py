@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import record_function
 
-from .cupy_backend import kernel_dirs
+from .sources import kernel_file
 
 ENV_VAR = "DLGSANET_CPU_KERNELS"
 CACHE_ENV_VAR = "DLGSANET_CACHE_DIR"
@@ -76,11 +76,10 @@ def _log_once(message: str, level: int = logging.WARNING) -> None:
 
 def source_path() -> Path:
     """``cpu_fused.cpp`` beside the package when installed, else the repository's ``kernels/``."""
-    for folder in kernel_dirs():
-        candidate = folder / SOURCE_NAME
-        if candidate.is_file():
-            return candidate
-    raise CpuKernelsUnavailable(f"{SOURCE_NAME} not found in " + " or ".join(map(str, kernel_dirs())))
+    try:
+        return kernel_file(SOURCE_NAME)
+    except FileNotFoundError as exc:
+        raise CpuKernelsUnavailable(str(exc)) from None
 
 
 def compiler() -> Optional[str]:

@@ -25,6 +25,8 @@ from typing import Any, Dict, NamedTuple, Optional, Tuple, Union
 
 import torch
 
+from .sources import kernel_file
+
 SOURCE_NAME = "dynamic_dwconv.cu"
 BLOCK_THREADS = 256  # must match DWC_BLOCK_THREADS in the .cu (its __launch_bounds__)
 MAX_GRID_Y = 65535
@@ -47,19 +49,12 @@ class CupyUnavailable(RuntimeError):
 # ------------------------------------------------------------------------------------------------
 # Pure helpers (no cupy, no GPU): shared with the CPU-side compile tests.
 # ------------------------------------------------------------------------------------------------
-def kernel_dirs() -> Tuple[Path, ...]:
-    """Where the CUDA source may live: beside the package when installed, the repo's ``kernels/``."""
-    here = Path(__file__).resolve().parent  # dlgsanet/ops
-    return (here.parent / "kernels", here.parents[1] / "kernels")
-
-
 def kernel_source_path() -> Path:
     """Path of ``dynamic_dwconv.cu``; raises :class:`CupyUnavailable` when it was not shipped."""
-    for folder in kernel_dirs():
-        candidate = folder / SOURCE_NAME
-        if candidate.is_file():
-            return candidate
-    raise CupyUnavailable(f"CUDA source {SOURCE_NAME} not found in " + " or ".join(map(str, kernel_dirs())))
+    try:
+        return kernel_file(SOURCE_NAME)
+    except FileNotFoundError as exc:
+        raise CupyUnavailable(f"CUDA source {exc}") from None
 
 
 @functools.lru_cache(maxsize=1)
