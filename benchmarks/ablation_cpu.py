@@ -21,7 +21,9 @@ against the one before it and against the reference. The steps are cumulative:
 7. (with more than one thread) the bands enlarged for the thread count (``thread_band_scale``):
    step 6 is then timed with one-core bands;
 8. + the fused C++ kernels (``kernels/cpu_fused.cpp``: per-pixel kernels made and used a few
-   pixels at a time; depth-wise conv, GELU and gate in one pass), the default where they build.
+   pixels at a time; the whole feed-forward and SparseGSA's qkv in one pass each, three rows at a
+   time, LayerNorm included; the windowed attention, projection and average in one call), the
+   default where they build.
    Steps 5-7 run with ``DLGSANET_CPU_KERNELS=off``.
 
 Steps 2-5 patch the reference or our modules inside this process only; that is what an ablation is.

@@ -7,11 +7,14 @@ oneDNN's native NHWC layout, and the TLC windows are gathered as whole pixel row
 parameters stay ``nn.Conv2d`` / ``nn.LayerNorm`` modules with the official names and shapes;
 only the way they are applied changes, never what they compute.
 
-CPU inference additionally runs each block in bands of image rows (:func:`row_bands`): the
-block's wide intermediates (4*dim channels in the feed-forward, K*K*G per-pixel kernels, ...)
-are made and consumed one band at a time, so they stay in cache and no image-sized buffer is
-allocated for them. Within a band, the parts that are not GEMMs run in the fused C++ kernels of
-``dlgsanet.ops.cpu_kernels`` where those build (PyTorch ops otherwise: the same function). A band carries the few extra rows that its convolutions need on each side
+CPU inference additionally keeps the blocks' wide intermediates (4*dim channels in the
+feed-forward, K*K*G per-pixel kernels, ...) out of memory. Where the fused C++ kernels of
+``dlgsanet.ops.cpu_kernels`` build, the feed-forward and SparseGSA's qkv run in one pass each,
+three rows at a time, and MHDLSA's per-pixel kernels are made and used a few pixels at a time.
+Otherwise (and around MHDLSA's kernel) each block runs in bands of image rows
+(:func:`row_bands`) with PyTorch ops, the same function: the intermediates are made and consumed
+one band at a time, so they stay in cache and no image-sized buffer is allocated for them. A band
+carries the few extra rows that its convolutions need on each side
 (their "halo"); those rows are computed with the image's zero padding and thrown away, so every
 kept row sees exactly the inputs it sees in a whole-image pass. Bands depend on the image width
 only, never on the batch, so an image gets the same bits alone and in a batch.
@@ -205,14 +208,21 @@ class ChannelLayerNorm(nn.Module):
         return F.layer_norm(x, self.body.normalized_shape, self.body.weight, self.body.bias, self.body.eps)
 
 
+def layer_norm_params(norm: nn.Module) -> Optional[tuple[torch.Tensor, torch.Tensor, float]]:
+    """``(weight, bias, eps)`` of a :class:`ChannelLayerNorm`, for the fused kernels that apply
+    it themselves; None for any other ``norm`` (which is then applied first)."""
+    if isinstance(norm, ChannelLayerNorm) and norm.body.weight is not None and norm.body.bias is not None:
+        return norm.body.weight, norm.body.bias, norm.body.eps
+    return None
+
+
 class GDFN(nn.Module):
     """Gated-Dconv feed-forward network (Restormer): 1x1 expand, 3x3 depth-wise, GELU gate, 1x1.
 
     ``forward(x, residual)`` returns ``residual + GDFN(x)``; channels-last in and out. In CPU
-    inference with the fused C++ kernel (:func:`dlgsanet.ops.cpu_kernels.dwconv3x3`), one GEMM
-    expands to both halves and the kernel reads gate and value from its channels, computing
-    GELU(dw(gate)) * dw(value) in one pass. With PyTorch ops the halves are two separate
-    (contiguous) maps instead, rather than one map split afterwards: the depth-wise conv and the
+    inference the fused C++ kernel (:func:`dlgsanet.ops.cpu_kernels.gdfn`) runs all of it in one
+    pass. With PyTorch ops the halves are two separate
+    (contiguous) maps, rather than one map split afterwards: the depth-wise conv and the
     projection are per channel, so this is the same arithmetic, but GELU then runs on a contiguous
     tensor (about 1.6x faster than on the strided half) and oneDNN's depth-wise conv is faster on
     two 2*dim-channel maps than on one.
@@ -241,27 +251,26 @@ class GDFN(nn.Module):
 
     def banded(self, x: torch.Tensor, norm: nn.Module, residual: torch.Tensor,
                workspace: Optional[Workspace] = None) -> torch.Tensor:
-        """``residual + GDFN(norm(x))`` for CPU inference, band by band of rows (halo 1 row for the
-        3x3 depth-wise conv; ``norm`` is per pixel, so it is applied per band too)."""
+        """``residual + GDFN(norm(x))`` for CPU inference.
+
+        With the fused C++ kernel (:func:`dlgsanet.ops.cpu_kernels.gdfn`) the whole feed-forward
+        is one pass that keeps the 4*dim-channel intermediate of three rows at a time in cache.
+        Otherwise it runs band by band of rows with PyTorch ops (halo 1 row for the 3x3
+        depth-wise conv; ``norm`` is per pixel, so it is applied per band too).
+        """
         h = self.hidden_features
         b, _, w, _ = x.shape
-        rows = band_rows(w, h, FFN_BAND_ELEMENTS)
         out = new_output(residual, workspace)
-        fused = cpu_kernels.usable(x) and self.dwconv.kernel_size == (3, 3)
-        if fused:  # depth-wise conv, GELU and gate in one pass of the C++ kernel
-            weight, bias = self.dwconv.weight, self.dwconv.bias
-            gate_w, value_w = cpu_kernels.taps_major(weight[:h]), cpu_kernels.taps_major(weight[h:])
-            gate_b, value_b = (None, None) if bias is None else (bias[:h].contiguous(), bias[h:].contiguous())
-        for r0, r1, a0, a1 in row_bands(x.shape[1], rows, 1):
+        if (cpu_kernels.usable(x) and self.dwconv.kernel_size == (3, 3) and self.project_in.bias is None
+                and self.dwconv.padding == (1, 1)):
+            params = layer_norm_params(norm)  # the LayerNorm then runs inside the kernel too
+            return cpu_kernels.gdfn(x if params else norm(x), residual, out, self.project_in.weight,
+                                    self.dwconv.weight, self.dwconv.bias, self.project_out.weight,
+                                    self.project_out.bias, params)
+        for r0, r1, a0, a1 in row_bands(x.shape[1], band_rows(w, h, FFN_BAND_ELEMENTS), 1):
             band = norm(x[:, a0:a1])
-            if fused:  # one GEMM for both halves; the kernel reads gate and value from its channels
-                both = conv1x1(band, self.project_in.weight)
-                gated = cpu_kernels.dwconv3x3(both[..., :h], gate_w, gate_b, r1 - r0, r0 - a0,
-                                              scratch(workspace, "gated", (b, r1 - r0, w, h), x),
-                                              both[..., h:], value_w, value_b)
-            else:
-                gated = F.gelu(self._half(band, slice(0, h))[:, r0 - a0:r1 - a0])
-                gated.mul_(self._half(band, slice(h, 2 * h))[:, r0 - a0:r1 - a0])
+            gated = F.gelu(self._half(band, slice(0, h))[:, r0 - a0:r1 - a0])
+            gated.mul_(self._half(band, slice(h, 2 * h))[:, r0 - a0:r1 - a0])
             proj = conv1x1(gated, self.project_out.weight, self.project_out.bias)
             torch.add(proj, residual[:, r0:r1], out=out[:, r0:r1])
         return out

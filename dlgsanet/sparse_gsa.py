@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .layers import (GDFN, ChannelLayerNorm, Workspace, band_rows, conv1x1, cpu_inference, depthwise, inplace_ok,
-                     matrix, new_output, pointwise, row_bands, scratch, spatial)
+                     layer_norm_params, matrix, new_output, pointwise, row_bands, scratch, spatial)
 from .ops import cpu_kernels
 from .tlc import needs_windows, window_plan
 
@@ -80,33 +80,44 @@ class SparseGSA(nn.Module):
 
     def banded(self, x: torch.Tensor, norm: nn.Module, residual: torch.Tensor,
                workspace: Optional[Workspace] = None) -> torch.Tensor:
-        """``residual + SparseGSA(norm(x))`` for CPU inference: the qkv map is made band by band
-        of rows (halo 1 row for the 3x3 depth-wise conv), so the 1x1 output never leaves the cache
-        and only one 3*dim-channel map is allocated; the windows are processed in chunks."""
+        """``residual + SparseGSA(norm(x))`` for CPU inference: the qkv map is made in one pass of
+        the C++ kernel (:func:`dlgsanet.ops.cpu_kernels.conv1x1_dw3x3`), or band by band of rows
+        with PyTorch ops (halo 1 row for the 3x3 depth-wise conv); either way the 1x1 output never
+        leaves the cache and only one 3*dim-channel map is allocated. The windows are processed
+        in chunks."""
         b, h, w, c = x.shape
         dw = self.qkv_dwconv
         qkv = workspace.take("qkv", (b, h, w, 3 * c), x) if workspace is not None else x.new_empty(b, h, w, 3 * c)
-        fused = cpu_kernels.usable(x) and dw.kernel_size == (3, 3)
-        if fused:  # the C++ depth-wise conv writes the band's rows of qkv directly
-            taps = cpu_kernels.taps_major(dw.weight)
-            bias = dw.bias.contiguous() if dw.bias is not None else None
+        if (cpu_kernels.usable(x) and dw.kernel_size == (3, 3) and dw.padding == (1, 1)
+                and self.qkv.bias is None):  # the C++ kernel: 1x1 and depth-wise conv in one pass
+            params = layer_norm_params(norm)  # the LayerNorm then runs inside the kernel too
+            cpu_kernels.conv1x1_dw3x3(x if params else norm(x), self.qkv.weight, dw.weight, dw.bias, qkv, params)
+            return self.attend(qkv, residual, workspace)
         for r0, r1, a0, a1 in row_bands(h, band_rows(w, 3 * c, QKV_BAND_ELEMENTS), 1):
             t = conv1x1(norm(x[:, a0:a1]), self.qkv.weight, self.qkv.bias)
-            if fused:
-                cpu_kernels.dwconv3x3(t, taps, bias, r1 - r0, r0 - a0, qkv[:, r0:r1])
-            else:
-                qkv[:, r0:r1] = depthwise(t, dw.weight, dw.bias, dw.padding)[:, r0 - a0:r1 - a0]
+            qkv[:, r0:r1] = depthwise(t, dw.weight, dw.bias, dw.padding)[:, r0 - a0:r1 - a0]
         return self.attend(qkv, residual, workspace)
 
     def attend(self, qkv: torch.Tensor, residual: torch.Tensor, workspace: Optional[Workspace] = None) -> torch.Tensor:
         """``residual + project_out(attention(qkv))`` on TLC windows (eval) or the whole map.
 
-        With a ``workspace`` (CPU inference) the windows go in chunks of whole windows through
-        reused buffers (the same arithmetic per window, bounded memory); otherwise all windows of
-        all images in one batch."""
+        Without autograd, on the CPU, the fused C++ kernel does it all in one call
+        (:func:`dlgsanet.ops.cpu_kernels.window_attention`). With PyTorch ops and a ``workspace``
+        (CPU inference) the windows go in chunks of whole windows through reused buffers (the
+        same arithmetic per window, bounded memory); otherwise all windows of all images in one
+        batch."""
         b, h, w, c3 = qkv.shape
         c = c3 // 3
         window = 0 if self.training else int(self.tlc_window or 0)
+        if (cpu_kernels.usable(qkv) and self.project_out.bias is None and qkv.is_contiguous()
+                and residual.is_contiguous() and inplace_ok(qkv, residual, self.temperature, self.project_out.weight)):
+            out = new_output(residual, workspace)  # the C++ kernel: all windows, projection and average
+            if not needs_windows(h, w, window):
+                return cpu_kernels.window_attention(qkv, residual, out, self.temperature, self.project_out.weight,
+                                                    (0,), (0,), (h, w))
+            plan = window_plan(h, w, window, qkv.device)
+            return cpu_kernels.window_attention(qkv, residual, out, self.temperature, self.project_out.weight,
+                                                plan.row_starts, plan.col_starts, (plan.window_h, plan.window_w))
         if not needs_windows(h, w, window):
             tokens = qkv.view(b, h * w, c3)
             mix = self.mixing(tokens, workspace)

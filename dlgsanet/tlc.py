@@ -67,7 +67,8 @@ class WindowPlan:
     """Where the TLC windows of an ``height x width`` map are (row-major, like ``grids()``).
 
     ``index``: flat pixel index ``[count * pixels]``, window after window, each window row-major;
-    ``coverage``: ``[height, width, 1]`` number of windows covering each pixel.
+    ``coverage``: ``[height, width, 1]`` number of windows covering each pixel; ``row_starts`` x
+    ``col_starts``: the windows' top-left corners (the same windows, for the fused CPU kernel).
     """
 
     height: int
@@ -77,6 +78,8 @@ class WindowPlan:
     window_w: int
     index: torch.Tensor
     coverage: torch.Tensor
+    row_starts: tuple[int, ...] = ()
+    col_starts: tuple[int, ...] = ()
 
     @property
     def pixels(self) -> int:
@@ -113,7 +116,7 @@ def _plan(height: int, width: int, window: int, device: torch.device,
     index = (r[:, None, :, None] * width + c[None, :, None, :]).reshape(-1)   # [nr, nc, kh, kw]
     coverage = torch.zeros(height * width).index_add_(0, index, torch.ones(index.numel()))
     return WindowPlan(height, width, rows.numel() * cols.numel(), kh, kw, index.to(device),
-                      coverage.view(height, width, 1).to(device))
+                      coverage.view(height, width, 1).to(device), tuple(rows.tolist()), tuple(cols.tolist()))
 
 
 #: A plan of a 256^2 tile holds about 1 MB of indices, and a tiled image asks for one per tile

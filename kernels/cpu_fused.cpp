@@ -1,16 +1,20 @@
 // Fused CPU kernels of DLGSANet's inference path (float32), called through ctypes.
 //
-// Why: on a CPU the non-GEMM parts of the network are memory-bound when run as separate
-// PyTorch ops. The per-pixel kernels of MHDLSA's dynamic conv are the largest tensor of the
-// model (K*K*G channels per pixel) and are written once and read once; the feed-forward's
-// depth-wise conv, GELU and gate each make a full pass over a 2*dim-channel map. Here each is
-// one pass over data that stays in the L1/L2 cache:
+// Why: on a CPU the network's 1x1 convolutions run near the GEMM roof, but what lies between
+// them is memory-bound when run as separate PyTorch ops. The per-pixel kernels of MHDLSA's
+// dynamic conv are the largest tensor of the model (K*K*G channels per pixel), and the
+// feed-forward's 4*dim-channel intermediate is written and read by three ops in a row. Here
+// each is made and used in one pass over data that stays in the L1/L2 cache:
 //
 //   dlg_dynamic_conv   per image row and kernel group: make the K*K per-pixel kernels of a
 //                      block of columns (a small GEMM from the hyper-network's features), then
 //                      filter the group's channels with them at once.
-//   dlg_dwconv3x3      channels-last 3x3 depth-wise conv of a band of rows (zero padding), and
-//                      optionally GELU(dw(gate)) * dw(value): the feed-forward's gate, fused.
+//   dlg_gdfn           the whole feed-forward: 1x1 expand, 3x3 depth-wise conv, GELU gate,
+//                      1x1 projection and residual, three rows of the expanded map at a time.
+//   dlg_conv1x1_dw3x3  SparseGSA's qkv: 1x1 conv then 3x3 depth-wise conv, the same way.
+//
+// The 1x1 convolutions run in a register-blocked GEMM micro-kernel (6 pixels x 16 channels,
+// products summed over the input channels in order, as oneDNN's kernels do).
 //
 // Plain C++ (no PyTorch headers, so it builds in a second or two), vectorised with GCC/clang
 // vector extensions (eight floats: AVX2 with -march=native, NEON on ARM; no intrinsics), threaded
@@ -46,8 +50,6 @@ inline v8 splat(float s) { return v8{s, s, s, s, s, s, s, s}; }
 constexpr int kColBlock = 64;   // columns whose per-pixel kernels are made at once (8 vectors)
 constexpr int kMaxTaps = 121;   // kernel sizes up to 11x11
 constexpr int kMaxPerGroup = 64; // channels sharing one kernel group
-constexpr int kDwCols = 32;      // depth-wise conv: pixels per column block (a multiple of 4)
-constexpr int kDwRows = 16;      // depth-wise conv: output rows per task
 
 // k[t][0:n] = bias[t] + sum_r wk[t][r] * hyper[r][0:n] for one kernel group, n <= kColBlock;
 // columns past n are made too (from the zero-padded copy of the hyper rows) and never read.
@@ -99,16 +101,8 @@ void filter_group(float* const* out, const float* const* xp, const float* k, int
     for (; c < count; ++c) filter_rows<1>(out + c, xp + c, k, row_stride, ksize, n);
 }
 
-// Loads of a channel block: whole vectors, or the first `lanes` floats (the channel tail, which
-// must not read past the tensor's end), the other lanes zero.
-template <bool Tail>
-inline v8 load_block(const float* p, int lanes) {
-    if (!Tail) return load(p);
-    float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    for (int v = 0; v < lanes; ++v) lane[v] = p[v];
-    return load(lane);
-}
-
+// Stores of a channel block: whole vectors, or the first `lanes` floats (the channel tail, which
+// must not write past the pixel's channels).
 template <bool Tail>
 inline void store_block(float* p, v8 v, int lanes) {
     if (!Tail) {
@@ -160,51 +154,345 @@ inline v8 gelu(v8 x) {
     return splat(0.5f) * x * (splat(1.0f) + erf_z);
 }
 
-// Four neighbouring output pixels x..x+3 of the 3x3 depth-wise conv, channels [c0, c0 + lanes):
-// acc = bias + sum of the taps, row-major. rows[3] point to channel c0 of pixel 0 of the input
-// rows (a zero row where the image ends), `stride` floats from pixel to pixel. Edge: some of the
-// pixels x-1 .. x+4 lie outside [0, width) and count as zero. Weights are read from L1 at each
-// use, so that only the accumulators and the six input vectors of a row live in registers.
-template <bool Tail, bool Edge>
-inline void dw_quad(v8* acc, const float* const* rows, const float* weight, const float* bias, int x, int width,
-                    int64_t stride, int channels, int c0, int lanes) {
-    const v8 b = bias ? load_block<Tail>(bias + c0, lanes) : splat(0.0f);
-    for (int k = 0; k < 4; ++k) acc[k] = b;
-    for (int i = 0; i < 3; ++i) {
-        v8 in[6];
-        for (int m = 0; m < 6; ++m) {
-            const int xx = x + m - 1;
-            in[m] = (Edge && (xx < 0 || xx >= width)) ? splat(0.0f) : load_block<Tail>(rows[i] + xx * stride, lanes);
+// ---- the feed-forward (GDFN), fused: 1x1 expand, 3x3 depth-wise, GELU gate, 1x1 project ----
+
+constexpr int kNR = 16;         // GEMM micro-tile: output channels (two vectors)
+constexpr int kMR = 6;          // GEMM micro-tile: pixels (12 accumulators, all in registers)
+#ifndef FFN_COLS
+#define FFN_COLS 64
+#endif
+constexpr int kFfnCols = FFN_COLS;    // feed-forward: output columns per task
+
+// C[m][0:16] = sum_k A[m * lda + k] * B[k][0:16] for MR pixels: B a packed 16-wide panel.
+// Every output is the same sequence of products over k whatever MR is, so a pixel's result
+// does not depend on where its tile starts.
+template <int MR>
+inline void gemm_tile(const float* a, int64_t lda, const float* b, int depth, float* c, int64_t ldc) {
+    v8 lo[MR], hi[MR];
+    for (int m = 0; m < MR; ++m) lo[m] = hi[m] = splat(0.0f);
+    for (int k = 0; k < depth; ++k) {
+        const v8 b0 = load(b + kNR * k), b1 = load(b + kNR * k + 8);
+        for (int m = 0; m < MR; ++m) {
+            const v8 s = splat(a[m * lda + k]);
+            lo[m] += s * b0;
+            hi[m] += s * b1;
         }
-        for (int j = 0; j < 3; ++j) {
-            const v8 wt = load_block<Tail>(weight + (3 * i + j) * channels + c0, lanes);
-            for (int k = 0; k < 4; ++k) acc[k] += wt * in[k + j];
+    }
+    for (int m = 0; m < MR; ++m) {
+        store(c + m * ldc, lo[m]);
+        store(c + m * ldc + 8, hi[m]);
+    }
+}
+
+// C[rows][panels * 16] = A[rows][depth] B, with B packed as [panels][depth][16].
+void gemm_rows(const float* a, int64_t lda, int rows, const float* packed, int depth, int panels, float* c,
+               int64_t ldc) {
+    for (int p = 0; p < panels; ++p) {  // one panel (depth x 16 floats) stays in L1 over all rows
+        const float* b = packed + static_cast<int64_t>(p) * depth * kNR;
+        float* cp = c + p * kNR;
+        int m = 0;
+        for (; m + kMR <= rows; m += kMR) gemm_tile<kMR>(a + m * lda, lda, b, depth, cp + m * ldc, ldc);
+        const float* at = a + m * lda;
+        float* ct = cp + m * ldc;
+        switch (rows - m) {
+            case 5: gemm_tile<5>(at, lda, b, depth, ct, ldc); break;
+            case 4: gemm_tile<4>(at, lda, b, depth, ct, ldc); break;
+            case 3: gemm_tile<3>(at, lda, b, depth, ct, ldc); break;
+            case 2: gemm_tile<2>(at, lda, b, depth, ct, ldc); break;
+            case 1: gemm_tile<1>(at, lda, b, depth, ct, ldc); break;
+            default: break;
         }
     }
 }
 
-// Pixels x..x+count-1 (count <= 4) of one output row, all channels; gated when vrows is given.
-template <bool Edge>
-inline void dw_pixels(float* out, const float* const* grows, const float* const* vrows, const float* wg,
-                      const float* wv, const float* bg, const float* bv, int x, int count, int width, int64_t stride,
-                      int channels) {
-    for (int c0 = 0; c0 < channels; c0 += 8) {
-        const int lanes = channels - c0 < 8 ? channels - c0 : 8;
-        const float* g[3] = {grows[0] + c0, grows[1] + c0, grows[2] + c0};
-        v8 a[4];
-        if (lanes == 8) dw_quad<false, Edge>(a, g, wg, bg, x, width, stride, channels, c0, lanes);
-        else dw_quad<true, Edge>(a, g, wg, bg, x, width, stride, channels, c0, lanes);
-        if (vrows) {
-            const float* v[3] = {vrows[0] + c0, vrows[1] + c0, vrows[2] + c0};
-            v8 u[4];
-            if (lanes == 8) dw_quad<false, Edge>(u, v, wv, bv, x, width, stride, channels, c0, lanes);
-            else dw_quad<true, Edge>(u, v, wv, bv, x, width, stride, channels, c0, lanes);
-            for (int k = 0; k < count; ++k) a[k] = gelu(a[k]) * u[k];
+// Packs rows of a [outputs, depth] weight into 16-wide panels [panels][depth][16]; panel slot s
+// takes weight row source[s] (negative: zero).
+void pack_panels(float* packed, const float* weight, int depth, const int* source, int slots) {
+    for (int s = 0; s < slots; ++s) {
+        float* col = packed + static_cast<int64_t>(s / kNR) * depth * kNR + s % kNR;
+        for (int k = 0; k < depth; ++k)
+            col[k * kNR] = source[s] >= 0 ? weight[static_cast<int64_t>(source[s]) * depth + k] : 0.0f;
+    }
+}
+
+float* aligned_floats(int64_t count) {
+    const size_t bytes = (static_cast<size_t>(count) * sizeof(float) + 63) / 64 * 64;
+    return static_cast<float*>(std::aligned_alloc(64, bytes ? bytes : 64));
+}
+
+// N <= 4 neighbouring pixels of the 3x3 depth-wise conv on three rows of an expanded map, whose
+// rows carry one extra pixel on each side (zero outside the image, so there is no edge case) and
+// `stride` floats per pixel. Gated (the feed-forward): channels [0, count) are the gate and
+// [half, half + count) the value, out = GELU(dw(gate)) * dw(value). Plain (qkv):
+// out = dw(channels [0, count)), the last vector stored only up to `count`. Taps are [9][stride],
+// summed row-major after the bias, as in the PyTorch path.
+template <int N, bool Gated>
+inline void ring_quad(float* out, int64_t out_stride, const float* const* rows, const float* taps,
+                      const float* bias, int count, int half, int64_t stride) {
+    for (int c0 = 0; c0 < count; c0 += 8) {
+        v8 g[N], v[N];
+        const v8 bg = bias ? load(bias + c0) : splat(0.0f);
+        const v8 bv = Gated && bias ? load(bias + half + c0) : splat(0.0f);
+        for (int k = 0; k < N; ++k) g[k] = bg, v[k] = bv;
+        for (int i = 0; i < 3; ++i) {
+            v8 in[N + 2];
+            for (int m = 0; m < N + 2; ++m) in[m] = load(rows[i] + m * stride + c0);
+            for (int j = 0; j < 3; ++j) {
+                const v8 wt = load(taps + (3 * i + j) * stride + c0);
+                for (int k = 0; k < N; ++k) g[k] += wt * in[k + j];
+            }
+            if (!Gated) continue;
+            for (int m = 0; m < N + 2; ++m) in[m] = load(rows[i] + m * stride + half + c0);
+            for (int j = 0; j < 3; ++j) {
+                const v8 wt = load(taps + (3 * i + j) * stride + half + c0);
+                for (int k = 0; k < N; ++k) v[k] += wt * in[k + j];
+            }
         }
-        for (int k = 0; k < count; ++k) {
-            float* o = out + static_cast<int64_t>(x + k) * channels + c0;
-            if (lanes == 8) store(o, a[k]);
-            else store_block<true>(o, a[k], lanes);
+        const bool whole = Gated || c0 + 8 <= count;
+        for (int k = 0; k < N; ++k) {
+            const v8 r = Gated ? gelu(g[k]) * v[k] : g[k];
+            if (whole) store(out + k * out_stride + c0, r);
+            else store_block<true>(out + k * out_stride + c0, r, count - c0);
+        }
+    }
+}
+
+// One row of the depth-wise stage for n pixels, four at a time.
+template <bool Gated>
+void ring_row(float* out, int64_t out_stride, const float* const* rows, const float* taps, const float* bias,
+              int n, int count, int half, int64_t stride) {
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const float* at[3] = {rows[0] + i * stride, rows[1] + i * stride, rows[2] + i * stride};
+        ring_quad<4, Gated>(out + i * out_stride, out_stride, at, taps, bias, count, half, stride);
+    }
+    for (; i < n; ++i) {
+        const float* at[3] = {rows[0] + i * stride, rows[1] + i * stride, rows[2] + i * stride};
+        ring_quad<1, Gated>(out + i * out_stride, out_stride, at, taps, bias, count, half, stride);
+    }
+}
+
+// LayerNorm of `pixels` pixels of `channels` floats each (biased variance, as PyTorch's):
+// out = (x - mean) / sqrt(var + eps) * weight + bias, the mean and variance in two passes.
+void layer_norm(float* out, const float* x, int pixels, int channels, const float* weight, const float* bias,
+                float eps) {
+    for (int p = 0; p < pixels; ++p) {
+        const float* v = x + static_cast<int64_t>(p) * channels;
+        float* o = out + static_cast<int64_t>(p) * channels;
+        v8 acc = splat(0.0f);
+        int c = 0;
+        for (; c + 8 <= channels; c += 8) acc += load(v + c);
+        float sum = 0.0f;
+        for (int l = 0; l < 8; ++l) sum += acc[l];
+        for (; c < channels; ++c) sum += v[c];
+        const float mean = sum / channels;
+        acc = splat(0.0f);
+        for (c = 0; c + 8 <= channels; c += 8) {
+            const v8 d = load(v + c) - splat(mean);
+            acc += d * d;
+        }
+        float sq = 0.0f;
+        for (int l = 0; l < 8; ++l) sq += acc[l];
+        for (; c < channels; ++c) sq += (v[c] - mean) * (v[c] - mean);
+        const float rstd = 1.0f / std::sqrt(sq / channels + eps);
+        for (c = 0; c + 8 <= channels; c += 8)
+            store(o + c, (load(v + c) - splat(mean)) * splat(rstd) * load(weight + c) + load(bias + c));
+        for (; c < channels; ++c) o[c] = (v[c] - mean) * rstd * weight[c] + bias[c];
+    }
+}
+
+// A channels-last 1x1 conv followed by a 3x3 depth-wise conv (zero padding), in one pass, and
+// in the feed-forward also its gate and output projection (see dlg_gdfn and dlg_conv1x1_dw3x3);
+// the block's LayerNorm is applied to each pixel on the way in.
+// Each task takes a block of up to 64 columns over a run of rows and slides down them, keeping
+// the 1x1 conv's output (`wide` channels, 16-padded) of three rows, one column wider on each
+// side, in a ring: each row is expanded once (the rows and columns at a task's edge once more,
+// by the neighbouring task), so the wide intermediate never reaches memory.
+//   source[s]: the row of w_in (and of w_dw, dw_bias) that ring channel s holds; negative: zero
+//   gated:     out = residual + proj(GELU(dw(gate)) * dw(value)), gate in ring channels [0, hp),
+//              value in [hp, 2 hp), proj: w_out [channels, hidden] (+ out_bias); out [B,H,W,C]
+//   otherwise: out [B, H, W, out_channels] = dw(ring channels [0, out_channels))
+struct RingPass {
+    const float* x;
+    int batch, height, width, channels;
+    const float* norm_weight;       // the block's LayerNorm over x's channels, or null: x as is
+    const float* norm_bias;
+    float eps;
+    const float* w_in;
+    const float* w_dw;
+    const float* dw_bias;
+    const int* source;
+    int wide;
+    bool gated;
+    int hp, hidden;                 // gated only
+    const float* w_out;
+    const float* out_bias;
+    const float* residual;
+    float* out;
+    int out_channels;               // plain only
+};
+
+int run_ring(const RingPass& q, int threads) {
+    const int cp = (q.channels + kNR - 1) / kNR * kNR;  // projected channels padded to whole panels
+    float* in_panels = aligned_floats(static_cast<int64_t>(q.wide) * q.channels);
+    float* taps = aligned_floats(9 * static_cast<int64_t>(q.wide));
+    float* bias = q.dw_bias ? aligned_floats(q.wide) : nullptr;
+    float* out_panels = q.gated ? aligned_floats(static_cast<int64_t>(cp) * q.hidden) : nullptr;
+    int* out_source = q.gated ? new (std::nothrow) int[cp] : nullptr;
+    int status = (in_panels && taps && (bias || !q.dw_bias) && (!q.gated || (out_panels && out_source))) ? 0 : 2;
+    if (status == 0) {
+        pack_panels(in_panels, q.w_in, q.channels, q.source, q.wide);
+        for (int s = 0; s < q.wide; ++s) {
+            const int src = q.source[s];
+            for (int t = 0; t < 9; ++t) taps[t * q.wide + s] = src >= 0 ? q.w_dw[src * 9 + t] : 0.0f;
+            if (bias) bias[s] = src >= 0 ? q.dw_bias[src] : 0.0f;
+        }
+        if (q.gated) {
+            for (int s = 0; s < cp; ++s) out_source[s] = s < q.channels ? s : -1;
+            pack_panels(out_panels, q.w_out, q.hidden, out_source, cp);
+        }
+    }
+    // tasks: column blocks x row runs x images; runs long enough that expanding the two rows
+    // at their ends once more costs little, and enough tasks for every thread
+    const int col_blocks = (q.width + kFfnCols - 1) / kFfnCols;
+    const int per_image = q.batch * col_blocks;
+    int runs = (2 * (threads > 0 ? threads : 1) + per_image - 1) / per_image;
+    const int max_runs = q.height / 16 > 1 ? q.height / 16 : 1;
+    runs = runs < max_runs ? runs : max_runs;
+    const int64_t tasks = static_cast<int64_t>(per_image) * runs;
+    const int64_t ring_size = static_cast<int64_t>(kFfnCols + 2) * q.wide;
+    const int stage = q.gated ? q.hp : q.wide;  // floats per pixel of a depth-wise output row
+#pragma omp parallel num_threads(threads > 0 ? threads : 1) if (status == 0)
+    {
+        float* ring = aligned_floats(3 * ring_size);
+        float* normed = q.norm_weight ? aligned_floats(static_cast<int64_t>(kFfnCols + 2) * q.channels) : nullptr;
+        float* row = q.gated ? aligned_floats(static_cast<int64_t>(kFfnCols) * stage) : nullptr;
+        float* proj = q.gated ? aligned_floats(static_cast<int64_t>(kFfnCols) * cp) : nullptr;
+        const bool ready = status == 0 && ring && (!q.gated || (row && proj)) && (normed || !q.norm_weight);
+        if (!ready) {
+#pragma omp atomic write
+            status = 2;
+        }
+#pragma omp for schedule(static)
+        for (int64_t task = 0; task < tasks; ++task) {
+            if (!ready) continue;
+            const int cb = static_cast<int>(task % col_blocks);
+            const int run = static_cast<int>((task / col_blocks) % runs);
+            const int b = static_cast<int>(task / col_blocks / runs);
+            const int x0 = cb * kFfnCols, n = q.width - x0 < kFfnCols ? q.width - x0 : kFfnCols;
+            const int y0 = static_cast<int>(static_cast<int64_t>(run) * q.height / runs);
+            const int y1 = static_cast<int>(static_cast<int64_t>(run + 1) * q.height / runs);
+            // ring column i holds image column x0 - 1 + i; those outside the image stay zero
+            const int lo = x0 > 0 ? 0 : 1, hi = x0 + n < q.width ? n + 2 : n + 1;
+            auto expand = [&](int y) {
+                float* r = ring + ((y + 3) % 3) * ring_size;
+                if (y < 0 || y >= q.height) {
+                    std::memset(r, 0, sizeof(float) * (n + 2) * q.wide);
+                    return;
+                }
+                if (lo) std::memset(r, 0, sizeof(float) * q.wide);
+                if (hi < n + 2) std::memset(r + static_cast<int64_t>(hi) * q.wide, 0, sizeof(float) * q.wide);
+                const float* a = q.x + ((static_cast<int64_t>(b) * q.height + y) * q.width + x0 - 1 + lo) * q.channels;
+                if (q.norm_weight) {
+                    layer_norm(normed, a, hi - lo, q.channels, q.norm_weight, q.norm_bias, q.eps);
+                    a = normed;
+                }
+                gemm_rows(a, q.channels, hi - lo, in_panels, q.channels, q.wide / kNR, r + lo * q.wide, q.wide);
+            };
+            expand(y0 - 1);
+            expand(y0);
+            for (int y = y0; y < y1; ++y) {
+                expand(y + 1);
+                const float* rows[3] = {ring + ((y + 2) % 3) * ring_size, ring + ((y + 3) % 3) * ring_size,
+                                        ring + ((y + 4) % 3) * ring_size};
+                const int64_t pixel = (static_cast<int64_t>(b) * q.height + y) * q.width + x0;
+                if (!q.gated) {
+                    ring_row<false>(q.out + pixel * q.out_channels, q.out_channels, rows, taps, bias, n,
+                                    q.out_channels, 0, q.wide);
+                    continue;
+                }
+                ring_row<true>(row, stage, rows, taps, bias, n, q.hp, q.hp, q.wide);
+                gemm_rows(row, stage, n, out_panels, q.hidden, cp / kNR, proj, cp);
+                for (int p = 0; p < n; ++p) {  // + residual (after the bias, as the PyTorch path adds)
+                    const float* src = proj + p * cp;
+                    const float* res = q.residual + (pixel + p) * q.channels;
+                    float* dst = q.out + (pixel + p) * q.channels;
+                    int c = 0;
+                    for (; c + 8 <= q.channels; c += 8) {
+                        const v8 t = q.out_bias ? load(src + c) + load(q.out_bias + c) : load(src + c);
+                        store(dst + c, t + load(res + c));
+                    }
+                    for (; c < q.channels; ++c) dst[c] = (q.out_bias ? src[c] + q.out_bias[c] : src[c]) + res[c];
+                }
+            }
+        }
+        std::free(ring);
+        std::free(normed);
+        std::free(row);
+        std::free(proj);
+    }
+    std::free(in_panels);
+    std::free(taps);
+    std::free(bias);
+    std::free(out_panels);
+    delete[] out_source;
+    return status;
+}
+
+// ---- SparseGSA's attention on the TLC windows ----
+
+// Sixteen floats from p: whole vectors, or (near the end of a small map) the first n, zeros after.
+inline void load16(const float* p, int n, bool whole, v8& lo, v8& hi) {
+    if (whole) {
+        lo = load(p), hi = load(p + 8);
+        return;
+    }
+    float lanes[16];
+    for (int l = 0; l < 16; ++l) lanes[l] = l < n ? p[l] : 0.0f;
+    lo = load(lanes), hi = load(lanes + 8);
+}
+
+// The window's Gram block of one head and the squared norms of its q and k channels, summed over
+// the window's pixels in row-major order: gram[i][j] = sum_p q[p][i] k[p][j] (d x d, row stride
+// `ld`), norms[0:d] of q, norms[d:2d] of k. A pixel's q starts at `q`, its k at `k`; pixels are
+// `pixel` floats apart, rows `row`. whole: 16 floats may be read from any q or k block start.
+void window_gram(float* gram, int ld, float* norms, const float* q, const float* k, int d, int64_t pixel,
+                 int64_t row, int rows, int cols, bool whole) {
+    constexpr int kRows = 6;  // Gram rows per pass: 12 accumulators, two k vectors, one q broadcast
+    for (int j0 = 0; j0 < d; j0 += 16) {
+        const int nj = d - j0 < 16 ? d - j0 : 16;
+        v8 nq[2] = {splat(0.0f), splat(0.0f)}, nk[2] = {splat(0.0f), splat(0.0f)};
+        for (int y = 0; y < rows; ++y) {
+            for (int x = 0; x < cols; ++x) {
+                const int64_t at = y * row + x * pixel;
+                v8 q0, q1, k0, k1;
+                load16(q + at + j0, nj, whole, q0, q1);
+                load16(k + at + j0, nj, whole, k0, k1);
+                nq[0] += q0 * q0, nq[1] += q1 * q1;
+                nk[0] += k0 * k0, nk[1] += k1 * k1;
+            }
+        }
+        for (int j = 0; j < nj; ++j) norms[j0 + j] = nq[j / 8][j % 8], norms[d + j0 + j] = nk[j / 8][j % 8];
+        for (int i0 = 0; i0 < d; i0 += kRows) {
+            const int ni = d - i0 < kRows ? d - i0 : kRows;
+            v8 acc[kRows][2];
+            for (int i = 0; i < kRows; ++i) acc[i][0] = acc[i][1] = splat(0.0f);
+            for (int y = 0; y < rows; ++y) {
+                for (int x = 0; x < cols; ++x) {
+                    const int64_t at = y * row + x * pixel;
+                    v8 k0, k1;
+                    load16(k + at + j0, nj, whole, k0, k1);
+                    const float* qp = q + at + i0;
+                    for (int i = 0; i < kRows; ++i) {
+                        if (i == ni) break;
+                        const v8 s = splat(qp[i]);
+                        acc[i][0] += s * k0;
+                        acc[i][1] += s * k1;
+                    }
+                }
+            }
+            for (int i = 0; i < ni; ++i)
+                for (int j = 0; j < nj; ++j) gram[(i0 + i) * ld + j0 + j] = acc[i][j / 8][j % 8];
         }
     }
 }
@@ -213,7 +501,7 @@ inline void dw_pixels(float* out, const float* const* grows, const float* const*
 
 extern "C" {
 
-int dlg_abi_version() { return 1; }
+int dlg_abi_version() { return 2; }
 
 int dlg_openmp() {
 #ifdef _OPENMP
@@ -309,61 +597,167 @@ int dlg_dynamic_conv(const float* x, int x_rows, int x_offset, const float* hype
     return status;
 }
 
-// Channels-last 3x3 depth-wise conv of a band of rows, zero padding, optionally gated.
-//   xg:  [B, rows_in, W, stride] input, channels [0, C) of each pixel (the gate's input when xv is
-//        given); stride >= C floats from one pixel to the next
-//   xv:  like xg, or null: the value's input (it may point into the same map, e.g. at channel C)
-//   wg, wv: [9, C] tap-major weights; bg, bv: [C] or null
-//   out: rows_out rows of W * C per image, image b at out + b * out_batch_stride;
-//        output row i is centred on input row i + offset; input rows outside [0, rows_in) are
-//        zero (the image's padding: a band carries its halo rows wherever the image has them).
-//   gated: out = GELU(dw(xg)) * dw(xv); otherwise out = dw(xg).   threads: as above
-int dlg_dwconv3x3(const float* xg, const float* xv, const float* wg, const float* wv, const float* bg,
-                  const float* bv, float* out, int batch, int rows_in, int width, int channels, int64_t stride,
-                  int rows_out, int offset, int64_t out_batch_stride, int threads) {
+// The feed-forward (GDFN) of a channels-last map in one pass (see RingPass):
+// out = residual + W_out (GELU(dw(gate)) * dw(value)) (+ out_bias), [gate; value] = W_in x.
+//   x:        [B, H, W, C] the block's input, contiguous; norm_weight, norm_bias: [C], its
+//             LayerNorm (eps), or null when x is normalised already
+//   residual: [B, H, W, C]; out: [B, H, W, C], never x (tasks read rows of x that others write),
+//             but it may be the residual when that is not x
+//   w_in:     [2 * hidden, C] (gate rows first, then value rows)
+//   w_dw:     [2 * hidden, 9] (PyTorch's [2 * hidden, 1, 3, 3]); dw_bias: [2 * hidden] or null
+//   w_out:    [C, hidden]; out_bias: [C] or null
+//   threads:  as above
+int dlg_gdfn(const float* x, const float* norm_weight, const float* norm_bias, float eps, const float* residual, float* out, const float* w_in, const float* w_dw,
+             const float* dw_bias, const float* w_out, const float* out_bias, int batch, int height, int width,
+             int channels, int hidden, int threads) {
+    const int hp = (hidden + 7) / 8 * 8;  // gate and value, each padded to whole vectors
+    int* source = new (std::nothrow) int[2 * hp];
+    if (!source) return 2;
+    for (int s = 0; s < 2 * hp; ++s) source[s] = s % hp < hidden ? (s / hp) * hidden + s % hp : -1;
+    RingPass q{x, batch, height, width, channels, norm_weight, norm_bias, eps, w_in, w_dw, dw_bias, source, 2 * hp,
+               true, hp, hidden,
+               w_out, out_bias, residual, out, channels};
+    const int status = run_ring(q, threads);
+    delete[] source;
+    return status;
+}
+
+// 1x1 conv then 3x3 depth-wise conv (zero padding) of a channels-last map in one pass (see
+// RingPass): SparseGSA's qkv. x: [B, H, W, C] contiguous, with its LayerNorm as in dlg_gdfn;
+// w_in: [N, C]; w_dw: [N, 9] (PyTorch's [N, 1, 3, 3]); dw_bias: [N] or null; out: [B, H, W, N],
+// never x.
+int dlg_conv1x1_dw3x3(const float* x, const float* norm_weight, const float* norm_bias, float eps, float* out, const float* w_in, const float* w_dw, const float* dw_bias,
+                      int batch, int height, int width, int channels, int out_channels, int threads) {
+    const int wide = (out_channels + kNR - 1) / kNR * kNR;
+    int* source = new (std::nothrow) int[wide];
+    if (!source) return 2;
+    for (int s = 0; s < wide; ++s) source[s] = s < out_channels ? s : -1;
+    RingPass q{x, batch, height, width, channels, norm_weight, norm_bias, eps, w_in, w_dw, dw_bias, source, wide,
+               false, 0, 0,
+               nullptr, nullptr, nullptr, out, out_channels};
+    const int status = run_ring(q, threads);
+    delete[] source;
+    return status;
+}
+
+// SparseGSA's attention on its TLC windows, then the output projection, the average over the
+// windows that cover each pixel and the residual:
+// out = residual + (sum over the windows w covering the pixel of W_out A_w v) / their count,
+// A_w = blockdiag_h(ReLU(q_h k_h^T / (|q_h| |k_h|^T) * temperature_h)) from the window's pixels.
+//   qkv:  [B, H, W, 3C] (q, k, v channel blocks), contiguous
+//   windows: row_starts[n_rows] x col_starts[n_cols] (row-major), each win_h x win_w pixels
+//   temperature: [heads]; w_out: [C, C]; residual, out: [B, H, W, C] (out may be the residual)
+// Three parallel stages: the heads' Gram blocks of every window (summed over its pixels in
+// row-major order), each window's W_out A_w packed as GEMM panels, then image rows, each
+// summing its windows' projections in window order (the bits do not depend on the threads).
+int dlg_window_attention(const float* qkv, const float* residual, float* out, const float* temperature,
+                         const float* w_out, const int* row_starts, int n_rows, const int* col_starts, int n_cols,
+                         int win_h, int win_w, int batch, int height, int width, int channels, int heads,
+                         int threads) {
     (void)threads;  // unused in a build without OpenMP
-    const int64_t row = static_cast<int64_t>(width) * stride;  // input row; the output's is width * channels
-    // one task: a column block of kDwCols pixels over up to kDwRows output rows, row after row,
-    // so that the three input rows of that block stay in L2 while they are used (each input row
-    // is read from memory once, not three times)
-    const int col_blocks = (width + kDwCols - 1) / kDwCols;
-    const int row_blocks = (rows_out + kDwRows - 1) / kDwRows;
-    const int64_t tasks = static_cast<int64_t>(batch) * row_blocks * col_blocks;
-    // a zero row stands for the rows beyond the image, when the band reaches its top or bottom
-    // (calloc: fresh pages are zero without being written)
-    const bool edges = offset < 1 || offset + rows_out >= rows_in;
-    float* zero = edges ? static_cast<float*>(std::calloc(static_cast<size_t>(row), sizeof(float))) : nullptr;
-    if (edges && !zero) return 2;
-#pragma omp parallel for schedule(static) num_threads(threads > 0 ? threads : 1)
-    for (int64_t task = 0; task < tasks; ++task) {
-        const int cb = static_cast<int>(task % col_blocks);
-        const int rb = static_cast<int>((task / col_blocks) % row_blocks);
-        const int b = static_cast<int>(task / col_blocks / row_blocks);
-        const int x_end = (cb + 1) * kDwCols < width ? (cb + 1) * kDwCols : width;
-        const int i_end = (rb + 1) * kDwRows < rows_out ? (rb + 1) * kDwRows : rows_out;
-        for (int i = rb * kDwRows; i < i_end; ++i) {
-            const float* grows[3];
-            const float* vrows[3];
-            for (int d = 0; d < 3; ++d) {
-                const int y = i + offset + d - 1;
-                const bool inside = y >= 0 && y < rows_in;
-                const int64_t at = (static_cast<int64_t>(b) * rows_in + y) * row;
-                grows[d] = inside ? xg + at : zero;
-                vrows[d] = inside && xv ? xv + at : zero;
-            }
-            float* orow = out + b * out_batch_stride + static_cast<int64_t>(i) * width * channels;
-            const float* const* v = xv ? vrows : nullptr;
-            for (int x = cb * kDwCols; x < x_end; x += 4) {
-                const int count = x_end - x < 4 ? x_end - x : 4;
-                if (x == 0 || x + 5 > width)  // the quad reads pixels x-1 .. x+4
-                    dw_pixels<true>(orow, grows, v, wg, wv, bg, bv, x, count, width, stride, channels);
-                else
-                    dw_pixels<false>(orow, grows, v, wg, wv, bg, bv, x, count, width, stride, channels);
-            }
+    if (heads <= 0 || channels % heads || n_rows <= 0 || n_cols <= 0) return 1;
+    const int d = channels / heads, cp = (channels + kNR - 1) / kNR * kNR;
+    const int64_t pixel = 3 * static_cast<int64_t>(channels), row = width * pixel;
+    const int windows = n_rows * n_cols;
+    const int64_t all = static_cast<int64_t>(batch) * windows;
+    // may 16 floats be read from any q or k block start? (the k block is followed by v)
+    const bool whole = channels + (heads - 1) * d + (d - 1) / 16 * 16 + 16 <= 3 * channels;
+    float* attn = aligned_floats(all * heads * d * d);
+    float* mixes = aligned_floats(all * channels * cp);
+    int* cover = new (std::nothrow) int[width];
+    int status = attn && mixes && cover ? 0 : 2;
+    if (status == 0) {
+        for (int x = 0; x < width; ++x) {
+            cover[x] = 0;
+            for (int c = 0; c < n_cols; ++c) cover[x] += x >= col_starts[c] && x < col_starts[c] + win_w;
         }
     }
-    std::free(zero);
-    return 0;
+#pragma omp parallel num_threads(threads > 0 ? threads : 1) if (status == 0)
+    {
+        float* gram = aligned_floats(static_cast<int64_t>(d) * d + 2 * d);
+        float* acc = aligned_floats(static_cast<int64_t>(width) * cp);
+        float* proj = aligned_floats(static_cast<int64_t>(win_w) * cp);
+        const bool ready = status == 0 && gram && acc && proj;
+        if (!ready) {
+#pragma omp atomic write
+            status = 2;
+        }
+        // 1. Gram blocks and norms of each head of each window -> the sparse attention map
+#pragma omp for schedule(static)
+        for (int64_t task = 0; task < all * heads; ++task) {
+            if (!ready) continue;
+            const int h = static_cast<int>(task % heads);
+            const int64_t w = task / heads;
+            const int b = static_cast<int>(w / windows), wi = static_cast<int>(w % windows);
+            const float* base = qkv + ((static_cast<int64_t>(b) * height + row_starts[wi / n_cols]) * width
+                                       + col_starts[wi % n_cols]) * pixel;
+            float* norms = gram + d * d;
+            window_gram(gram, d, norms, base + h * d, base + channels + h * d, d, pixel, row, win_h, win_w, whole);
+            float* a = attn + (w * heads + h) * d * d;
+            for (int i = 0; i < d; ++i) {
+                const float inv_q = 1.0f / std::fmax(std::sqrt(norms[i]), 1e-12f);
+                for (int j = 0; j < d; ++j) {
+                    const float inv_k = 1.0f / std::fmax(std::sqrt(norms[d + j]), 1e-12f);
+                    const float v = gram[i * d + j] * inv_q * inv_k * temperature[h];
+                    a[i * d + j] = v > 0.0f ? v : 0.0f;
+                }
+            }
+        }
+        // 2. each window's W_out A_w, packed as panels [cp / 16][C][16]: panel slot (j, o) holds
+        //    element (o, j), for the GEMM v W_out A_w^T... of stage 3
+#pragma omp for schedule(static)
+        for (int64_t w = 0; w < all; ++w) {
+            if (!ready) continue;
+            float* m = mixes + w * channels * cp;
+            const float* a = attn + w * heads * d * d;
+            for (int j = 0; j < channels; ++j) {
+                const int h = j / d, jj = j % d;
+                for (int o = 0; o < cp; ++o) {
+                    float sum = 0.0f;
+                    if (o < channels)
+                        for (int i = 0; i < d; ++i) sum += w_out[o * channels + h * d + i] * a[(h * d + i) * d + jj];
+                    m[(static_cast<int64_t>(o / kNR) * channels + j) * kNR + o % kNR] = sum;
+                }
+            }
+        }
+        // 3. per image row: sum the projections of the windows that cover it, then average
+#pragma omp for schedule(static)
+        for (int64_t task = 0; task < static_cast<int64_t>(batch) * height; ++task) {
+            if (!ready) continue;
+            const int b = static_cast<int>(task / height), y = static_cast<int>(task % height);
+            std::memset(acc, 0, sizeof(float) * width * cp);
+            int rows_over = 0;
+            for (int wr = 0; wr < n_rows; ++wr) {
+                if (y < row_starts[wr] || y >= row_starts[wr] + win_h) continue;
+                ++rows_over;
+                for (int wc = 0; wc < n_cols; ++wc) {
+                    const int x0 = col_starts[wc];
+                    const int64_t w = static_cast<int64_t>(b) * windows + wr * n_cols + wc;
+                    const float* v = qkv + (static_cast<int64_t>(b) * height + y) * row + x0 * pixel + 2 * channels;
+                    gemm_rows(v, pixel, win_w, mixes + w * channels * cp, channels, cp / kNR, proj, cp);
+                    for (int p = 0; p < win_w; ++p) {
+                        float* dst = acc + static_cast<int64_t>(x0 + p) * cp;
+                        for (int o = 0; o < cp; o += 8) store(dst + o, load(dst + o) + load(proj + p * cp + o));
+                    }
+                }
+            }
+            const int64_t at = (static_cast<int64_t>(b) * height + y) * width * channels;
+            for (int x = 0; x < width; ++x) {
+                const float count = static_cast<float>(rows_over * cover[x]);
+                const float* src = acc + static_cast<int64_t>(x) * cp;
+                for (int o = 0; o < channels; ++o)
+                    out[at + x * channels + o] = residual[at + x * channels + o] + src[o] / count;
+            }
+        }
+        std::free(gram);
+        std::free(acc);
+        std::free(proj);
+    }
+    std::free(attn);
+    std::free(mixes);
+    delete[] cover;
+    return status;
 }
+
 
 }  // extern "C"

@@ -19,6 +19,9 @@ import torch.nn.functional as F
 
 import core_helpers
 from dlgsanet import DLGSANet, DLGSANetConfig
+from dlgsanet.layers import GDFN, ChannelLayerNorm, layer_norm_params
+from dlgsanet.sparse_gsa import SparseGSA
+from dlgsanet.tlc import needs_windows, window_plan
 from dlgsanet.ops import cpu_kernels
 from dlgsanet.ops.dynamic_dwconv_torch import dynamic_dwconv_torch
 
@@ -90,71 +93,156 @@ def test_dynamic_conv_without_bias_and_into_a_buffer(one_torch_thread: None) -> 
     torch.testing.assert_close(out, dynamic_dwconv_torch(x, kernels), rtol=1e-5, atol=1e-5)
 
 
-# --- 3x3 depth-wise conv, plain and gated ----------------------------------------------------------
-def dw_reference(x: torch.Tensor, weight: torch.Tensor, bias, offset: int, rows: int) -> torch.Tensor:
-    band = padded_rows(x, offset, rows, 1, 1)                      # [B, rows + 2, W, C]
-    y = F.conv2d(band.permute(0, 3, 1, 2), weight, bias, padding=(0, 1), groups=weight.shape[0])
-    return y.permute(0, 2, 3, 1)
+# --- the feed-forward and the qkv conv: 1x1 conv, 3x3 depth-wise conv (and gate, projection) ----
+def random_norm(channels: int) -> ChannelLayerNorm:
+    norm = ChannelLayerNorm(channels)
+    with torch.no_grad():
+        norm.body.weight.normal_(1, 0.5)
+        norm.body.bias.normal_(0, 0.5)
+    return norm
+
+
+def random_gdfn(channels: int, expansion: float, biases: bool) -> GDFN:
+    gdfn = GDFN(channels, expansion).eval()
+    with torch.no_grad():
+        for p in gdfn.parameters():  # outputs of about unit size, as in a trained block
+            p.normal_(0, 1 / p[0].numel() ** 0.5)
+        if biases:  # the official GDFN has none; the kernel takes them anyway
+            gdfn.dwconv.bias = torch.nn.Parameter(torch.randn(gdfn.dwconv.out_channels))
+            gdfn.project_out.bias = torch.nn.Parameter(torch.randn(channels))
+    return gdfn
 
 
 @needs_kernels
-@pytest.mark.parametrize("batch,rows_in,width,channels,offset,rows", [
-    (1, 66, 128, 180, 1, 64),   # Large's feed-forward band
-    (2, 9, 33, 17, 0, 8),       # top band; channel tail of 1; width not a multiple of 4
-    (1, 5, 8, 9, 1, 4),         # bottom band
-    (3, 3, 1, 7, 0, 3),         # one pixel wide; fewer channels than a vector
-    (1, 4, 2, 8, 0, 4),         # two pixels wide
-    (1, 2, 5, 3, 1, 1),         # one row, both neighbours outside the band
+@pytest.mark.parametrize("batch,height,width,channels,expansion", [
+    (1, 20, 130, 90, 2.0),      # Large: three column blocks, the last of two columns
+    (2, 9, 70, 48, 2.0),        # Tiny/Light, a batch
+    (3, 4, 3, 20, 2.66),        # hidden 53: gate and value padded inside; fewer columns than a quad
+    (1, 40, 9, 10, 1.0),        # several row runs per image (rows re-expanded at their ends)
+    (1, 1, 1, 4, 1.0),          # one pixel: every neighbour is padding
 ])
-@pytest.mark.parametrize("gated", [False, True])
-@pytest.mark.parametrize("with_bias", [False, True])
-def test_dwconv3x3_matches_conv2d(batch: int, rows_in: int, width: int, channels: int, offset: int, rows: int,
-                                  gated: bool, with_bias: bool, one_torch_thread: None) -> None:
-    """dw(x) or GELU(dw(gate)) * dw(value) on a band; gate and value are channel slices of one
-    map, as the feed-forward's single expand GEMM gives them."""
-    both = torch.randn(batch, rows_in, width, 2 * channels)
-    gate, value = both[..., :channels], both[..., channels:]
-    wg, wv = torch.randn(channels, 1, 3, 3), torch.randn(channels, 1, 3, 3)
-    bg, bv = (torch.randn(channels), torch.randn(channels)) if with_bias else (None, None)
-    out = torch.empty(batch, rows, width, channels)
-    if gated:
-        cpu_kernels.dwconv3x3(gate, cpu_kernels.taps_major(wg), bg, rows, offset, out,
-                              value, cpu_kernels.taps_major(wv), bv)
-        expected = F.gelu(dw_reference(gate, wg, bg, offset, rows)) * dw_reference(value, wv, bv, offset, rows)
-    else:
-        cpu_kernels.dwconv3x3(gate, cpu_kernels.taps_major(wg), bg, rows, offset, out)
-        expected = dw_reference(gate, wg, bg, offset, rows)
-    torch.testing.assert_close(out, expected, rtol=1e-5, atol=2e-5)
+@pytest.mark.parametrize("biases", [False, True])
+@pytest.mark.parametrize("normalise", [False, True])
+def test_gdfn_matches_the_pytorch_feed_forward(batch: int, height: int, width: int, channels: int, expansion: float,
+                                               biases: bool, normalise: bool, one_torch_thread: None) -> None:
+    """residual + W_out (GELU(dw(gate)) * dw(value)), [gate; value] = W_in LN(x), against GDFN's
+    own PyTorch forward (separate LayerNorm, 1x1 conv, depth-wise conv, GELU, product, 1x1 conv)."""
+    gdfn = random_gdfn(channels, expansion, biases)
+    x, residual = torch.randn(batch, height, width, channels) * 3 + 1, torch.randn(batch, height, width, channels)
+    norm = random_norm(channels) if normalise else None
+    with torch.no_grad():
+        expected = gdfn(norm(x) if normalise else x, residual.clone())
+        out = torch.full_like(residual, float("nan"))
+        got = cpu_kernels.gdfn(x, residual, out, gdfn.project_in.weight, gdfn.dwconv.weight, gdfn.dwconv.bias,
+                               gdfn.project_out.weight, gdfn.project_out.bias, layer_norm_params(norm))
+    assert got is out
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
 @needs_kernels
-def test_dwconv3x3_writes_a_band_of_a_larger_map_only(one_torch_thread: None) -> None:
-    """The output may be rows of a bigger batch of maps (SparseGSA writes its qkv band in place):
-    nothing outside those rows is touched."""
-    x, weight = torch.randn(2, 6, 7, 10), torch.randn(10, 1, 3, 3)
-    full = torch.full((2, 20, 7, 10), 7.0)
-    cpu_kernels.dwconv3x3(x, cpu_kernels.taps_major(weight), None, 4, 1, full[:, 5:9])
-    torch.testing.assert_close(full[:, 5:9], dw_reference(x, weight, None, 1, 4), rtol=1e-5, atol=1e-5)
-    assert (full[:, :5] == 7).all() and (full[:, 9:] == 7).all()
+def test_gdfn_may_write_over_its_residual(one_torch_thread: None) -> None:
+    gdfn = random_gdfn(12, 2.0, biases=False)
+    x, residual = torch.randn(2, 19, 70, 12), torch.randn(2, 19, 70, 12)
+    with torch.no_grad():
+        expected = gdfn(x, residual.clone())
+        cpu_kernels.gdfn(x, residual, residual, gdfn.project_in.weight, gdfn.dwconv.weight, None,
+                         gdfn.project_out.weight, None)
+    torch.testing.assert_close(residual, expected, rtol=1e-5, atol=1e-5)
+
+
+@needs_kernels
+@pytest.mark.parametrize("batch,height,width,channels,out_channels", [
+    (1, 18, 128, 90, 270),      # Large's qkv
+    (2, 5, 67, 48, 144),        # Tiny's qkv, a partial column block
+    (1, 3, 2, 7, 21),           # channel tail of 5 in the last vector
+    (1, 1, 1, 3, 1),            # one pixel, one output channel
+])
+@pytest.mark.parametrize("with_bias,normalise", [(False, False), (True, False), (False, True)])
+def test_conv1x1_dw3x3_matches_two_convolutions(batch: int, height: int, width: int, channels: int, out_channels: int,
+                                                with_bias: bool, normalise: bool, one_torch_thread: None) -> None:
+    x = torch.randn(batch, height, width, channels)
+    weight, dw = torch.randn(out_channels, channels, 1, 1) * 0.3, torch.randn(out_channels, 1, 3, 3)
+    bias = torch.randn(out_channels) if with_bias else None
+    norm = random_norm(channels) if normalise else None
+    with torch.no_grad():
+        normed = norm(x) if normalise else x
+    expected = F.conv2d(F.conv2d(normed.permute(0, 3, 1, 2), weight), dw, bias, padding=1, groups=out_channels)
+    out = torch.full((batch, height, width, out_channels), float("nan"))
+    cpu_kernels.conv1x1_dw3x3(x, weight, dw, bias, out, layer_norm_params(norm))
+    torch.testing.assert_close(out, expected.permute(0, 2, 3, 1), rtol=1e-5, atol=1e-5)
 
 
 @needs_kernels
 def test_gelu_of_the_gate_matches_torch_over_its_range(one_torch_thread: None) -> None:
     """The kernel's vectorised erf (A&S 7.1.26 with its own exp) against torch's GELU from -12 to
-    12, including where exp(-x^2/2) underflows; a 1x1-in-the-middle weight makes dw the identity."""
-    values = torch.linspace(-12, 12, 4001).view(1, 1, 4001, 1).repeat(1, 1, 1, 9)
-    identity = torch.zeros(9, 1, 3, 3)
-    identity[:, 0, 1, 1] = 1
-    ones = torch.ones_like(values)
-    out = torch.empty_like(values)
-    taps = cpu_kernels.taps_major(identity)
-    cpu_kernels.dwconv3x3(values, taps, None, 1, 0, out, ones, taps, None)
-    torch.testing.assert_close(out, F.gelu(values), rtol=0, atol=3e-6)
+    12, including where exp(-x^2/2) underflows. Weights that make every other step the identity:
+    channel 0 carries the values to the gate, channel 1 (all ones) to the value."""
+    values = torch.linspace(-12, 12, 4001).view(1, 1, 4001, 1)
+    x = torch.cat([values, torch.ones_like(values)], dim=3)           # [1, 1, 4001, 2]
+    w_in = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).view(2, 2, 1, 1)    # gate <- channel 0, value <- 1
+    w_dw = torch.zeros(2, 1, 3, 3)
+    w_dw[:, 0, 1, 1] = 1                                              # centre tap only
+    w_out = torch.tensor([[1.0], [0.0]]).view(2, 1, 1, 1)
+    out = cpu_kernels.gdfn(x, torch.zeros_like(x), torch.empty_like(x), w_in, w_dw, None, w_out, None)
+    torch.testing.assert_close(out[..., 0], F.gelu(values[..., 0]), rtol=0, atol=3e-6)
+
+
+def window_arguments(height: int, width: int, window: int) -> tuple:
+    """Row starts, column starts and size of the TLC windows (one window when TLC is off)."""
+    if not needs_windows(height, width, window):
+        return (0,), (0,), (height, width)
+    plan = window_plan(height, width, window, torch.device("cpu"))
+    return plan.row_starts, plan.col_starts, (plan.window_h, plan.window_w)
+
+
+@needs_kernels
+@pytest.mark.parametrize("batch,height,width,channels,heads,window", [
+    (1, 100, 70, 90, 6, 48),    # Large: 3 x 2 overlapping windows, heads of 15 channels
+    (2, 20, 17, 24, 4, 8),      # a batch, heads of 6
+    (1, 13, 11, 40, 2, 0),      # TLC off: one window is the whole map; heads of 20 (two 16-blocks)
+    (1, 9, 9, 4, 4, 4),         # heads of one channel: the last q/k reads stop at the map's end
+])
+def test_window_attention_matches_the_pytorch_attention(batch: int, height: int, width: int, channels: int,
+                                                        heads: int, window: int, one_torch_thread: None,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Gram blocks, norms, ReLU map, projection and the average over overlapping TLC windows,
+    against SparseGSA's own PyTorch path (gathered windows, batched GEMMs, index_add)."""
+    gsa = SparseGSA(channels, heads, window).eval()
+    with torch.no_grad():
+        gsa.temperature.uniform_(0.5, 2.0)
+        gsa.project_out.weight.normal_(0, channels ** -0.5)
+        qkv, residual = torch.randn(batch, height, width, 3 * channels), torch.randn(batch, height, width, channels)
+        qkv[0, :3, :2, :channels] = 0          # a q channel that is all zero in a window: norm clamped
+        monkeypatch.setenv(cpu_kernels.ENV_VAR, "off")
+        expected = gsa.attend(qkv, residual)   # PyTorch ops
+        monkeypatch.setenv(cpu_kernels.ENV_VAR, "auto")
+        assert torch.equal(gsa.attend(qkv, residual), cpu_kernels.window_attention(
+            qkv, residual, torch.empty_like(residual), gsa.temperature, gsa.project_out.weight,
+            *window_arguments(height, width, window)))     # attend takes the kernel when it can
+        out = torch.full_like(residual, float("nan"))
+        cpu_kernels.window_attention(qkv, residual, out, gsa.temperature, gsa.project_out.weight,
+                                     *window_arguments(height, width, window))
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=2e-5)
 
 
 def test_kernels_refuse_mismatched_shapes_with_a_clear_error() -> None:
-    with pytest.raises(ValueError, match="weight"):
-        cpu_kernels.dwconv3x3(torch.randn(1, 3, 4, 5), torch.randn(9, 4), None, 3, 0, torch.empty(1, 3, 4, 5))
+    x = torch.randn(1, 3, 4, 5)
+    with pytest.raises(ValueError, match="inside the map"):
+        cpu_kernels.window_attention(torch.randn(1, 4, 5, 6), torch.randn(1, 4, 5, 2), torch.empty(1, 4, 5, 2),
+                                     torch.ones(1, 1, 1), torch.randn(2, 2, 1, 1), (0, 1), (0,), (4, 5))
+    with pytest.raises(ValueError, match="must not be the input"):
+        cpu_kernels.gdfn(x, x, x, torch.randn(8, 5, 1, 1), torch.randn(8, 1, 3, 3), None, torch.randn(5, 4, 1, 1), None)
+    with pytest.raises(ValueError, match="LayerNorm"):
+        cpu_kernels.gdfn(x, x, torch.empty_like(x), torch.randn(8, 5, 1, 1), torch.randn(8, 1, 3, 3), None,
+                         torch.randn(5, 4, 1, 1), None, (torch.ones(4), torch.zeros(4), 1e-5))
+    with pytest.raises(ValueError, match="do not fit"):
+        cpu_kernels.gdfn(x, x, torch.empty_like(x), torch.randn(8, 5, 1, 1), torch.randn(8, 1, 3, 3), None,
+                         torch.randn(5, 3, 1, 1), None)
+    with pytest.raises(ValueError, match="do not fit"):
+        cpu_kernels.conv1x1_dw3x3(x, torch.randn(6, 5, 1, 1), torch.randn(6, 1, 3, 3), None, torch.empty(1, 3, 4, 7))
+    with pytest.raises(ValueError, match="contiguous"):
+        cpu_kernels.conv1x1_dw3x3(x.transpose(1, 2), torch.randn(6, 5, 1, 1), torch.randn(6, 1, 3, 3), None,
+                                  torch.empty(1, 4, 3, 6))
     with pytest.raises(ValueError, match="do not fit"):
         cpu_kernels.dynamic_conv(torch.randn(1, 6, 3, 4), 0, torch.randn(1, 2, 3, 4), 0, torch.randn(17, 2), None, 3, 3)
     with pytest.raises(ValueError, match="cover"):
@@ -187,15 +275,21 @@ def test_kernels_results_do_not_depend_on_the_thread_count() -> None:
     thread or two (the kernels are passed torch's count)."""
     x, hyper = torch.randn(2, 12, 20, 70), torch.randn(2, 3, 20, 70)
     weight, bias = torch.randn(2 * 49, 3), torch.randn(2 * 49)
-    both, taps = torch.randn(2, 20, 33, 34), torch.randn(9, 17)
+    gdfn, maps = random_gdfn(17, 2.0, biases=True), torch.randn(2, 40, 70, 17)   # 2 and 4 row runs
+    qkv_w, qkv_dw = torch.randn(51, 17, 1, 1), torch.randn(51, 1, 3, 3)
     before = torch.get_num_threads()
     results = []
     try:
         for threads in (1, 2):
             torch.set_num_threads(threads)
-            out = torch.empty(2, 14, 33, 17)
-            cpu_kernels.dwconv3x3(both[..., :17], taps, None, 14, 3, out, both[..., 17:], taps, None)
-            results.append((cpu_kernels.dynamic_conv(x, 3, hyper, 3, weight, bias, 14, 7), out))
+            with torch.no_grad():
+                ffn = cpu_kernels.gdfn(maps, maps, torch.empty_like(maps), gdfn.project_in.weight, gdfn.dwconv.weight,
+                                       gdfn.dwconv.bias, gdfn.project_out.weight, gdfn.project_out.bias)
+            qkv = cpu_kernels.conv1x1_dw3x3(maps, qkv_w, qkv_dw, None, torch.empty(2, 40, 70, 51))
+            attn = cpu_kernels.window_attention(qkv, maps, torch.empty_like(maps), torch.ones(1, 1, 1),
+                                                torch.randn(17, 17, 1, 1, generator=torch.Generator().manual_seed(1)),
+                                                (0, 12, 20), (0, 22, 40), (20, 30))
+            results.append((cpu_kernels.dynamic_conv(x, 3, hyper, 3, weight, bias, 14, 7), ffn, qkv, attn))
     finally:
         torch.set_num_threads(before)
     assert all(torch.equal(a, b) for a, b in zip(*results))

@@ -1,11 +1,13 @@
 """Fused CPU kernels (``kernels/cpu_fused.cpp``): built on first use, loaded with ctypes.
 
-Why compiled kernels: on a CPU the network's GEMMs already run near oneDNN's rate, and what is
-left is memory traffic between separate PyTorch ops. MHDLSA's per-pixel kernels are the largest
-tensor of the model, written by one GEMM and read back by K*K multiply-adds; the feed-forward's
-depth-wise conv, GELU and gate each make a pass over a 2*dim-channel map. The C++ kernels make
-the per-pixel kernels of a few dozen pixels at a time in L1 and filter with them at once, and
-fuse the gate (GELU(dwconv(a)) * dwconv(b)) into one pass (figures: ``docs/performance.md``).
+Why compiled kernels: on a CPU the network's GEMMs run near the roof, and what is left is memory
+traffic between separate PyTorch ops. MHDLSA's per-pixel kernels are the largest tensor of the
+model, written by one GEMM and read back by K*K multiply-adds; the feed-forward's 4*dim-channel
+intermediate is written by its expand GEMM and read by the depth-wise conv, GELU and gate. The
+C++ kernels make the per-pixel kernels of a few dozen pixels at a time in L1 and filter with them
+at once, and run the whole feed-forward (and SparseGSA's qkv 1x1 + depth-wise conv) three rows at
+a time with their own GEMM micro-kernel, so those intermediates never reach memory (figures:
+``docs/performance.md``).
 
 Why plain C++ through ctypes rather than a PyTorch extension: it needs no PyTorch headers and no
 build tools beyond a C++ compiler, builds in about a second, and a missing or failing compiler
@@ -30,7 +32,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +44,7 @@ ENV_VAR = "DLGSANET_CPU_KERNELS"
 CACHE_ENV_VAR = "DLGSANET_CACHE_DIR"
 CHOICES = ("auto", "off")
 SOURCE_NAME = "cpu_fused.cpp"
-ABI_VERSION = 1
+ABI_VERSION = 2
 BUILD_TIMEOUT_S = 180
 BASE_FLAGS = ("-O3", "-std=c++17", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math")
 
@@ -164,13 +166,18 @@ def build(cxx: str, source: Path, folder: Path) -> Path:
 
 def _bind(path: Path) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path))
-    p, i, i64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64
+    p, i = ctypes.c_void_p, ctypes.c_int
     lib.dlg_abi_version.restype = i
     lib.dlg_openmp.restype = i
     lib.dlg_dynamic_conv.restype = i
     lib.dlg_dynamic_conv.argtypes = [p, i, i, p, i, i, p, p, p] + [i] * 8
-    lib.dlg_dwconv3x3.restype = i
-    lib.dlg_dwconv3x3.argtypes = [p] * 7 + [i] * 4 + [i64, i, i, i64, i]
+    lib.dlg_gdfn.restype = i
+    f = ctypes.c_float
+    lib.dlg_gdfn.argtypes = [p, p, p, f] + [p] * 7 + [i] * 6
+    lib.dlg_conv1x1_dw3x3.restype = i
+    lib.dlg_conv1x1_dw3x3.argtypes = [p, p, p, f] + [p] * 4 + [i] * 6
+    lib.dlg_window_attention.restype = i
+    lib.dlg_window_attention.argtypes = [p] * 6 + [i, p] + [i] * 9
     if lib.dlg_abi_version() != ABI_VERSION:
         raise CpuKernelsUnavailable(f"{path.name} has ABI {lib.dlg_abi_version()}, expected {ABI_VERSION}")
     return lib
@@ -287,76 +294,150 @@ def dynamic_conv(x: torch.Tensor, x_offset: int, hyper: torch.Tensor, hyper_offs
     return out
 
 
-def taps_major(weight: torch.Tensor) -> torch.Tensor:
-    """A 3x3 depth-wise weight ``[C, 1, 3, 3]`` as ``[9, C]`` (the kernels' layout)."""
-    return weight.reshape(weight.shape[0], 9).t().contiguous()
+Norm = Optional[Tuple[torch.Tensor, torch.Tensor, float]]
 
 
-def _pixel_stride(t: torch.Tensor) -> int:
-    """Floats from one pixel to the next of a channels-last ``[B, H, W, C]`` map whose pixels may
-    carry more channels than ``C`` (a channel slice of a wider map); checks the other strides."""
-    b, h, w, c = t.shape
-    ld = t.stride(2)
-    _require(t.stride(3) == 1 and ld >= c and t.stride(1) == w * ld and (b == 1 or t.stride(0) == h * w * ld),
-             f"map strides {t.stride()} are not channels-last rows of whole pixels")
-    return ld
+def _norm_args(norm: Norm, channels: int) -> tuple:
+    """ctypes arguments of a LayerNorm ``(weight, bias, eps)`` over ``channels``, or of none."""
+    if norm is None:
+        return None, None, 0.0
+    weight, bias, eps = norm
+    _require(weight.is_contiguous() and bias.is_contiguous() and weight.shape == (channels,)
+             and bias.shape == (channels,), f"LayerNorm parameters must be [{channels}] and contiguous")
+    return _ptr(weight), _ptr(bias), float(eps)
 
 
-def dwconv3x3(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], rows: int, offset: int,
-              out: torch.Tensor, value: Optional[torch.Tensor] = None, value_weight: Optional[torch.Tensor] = None,
-              value_bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Channels-last 3x3 depth-wise conv of a band: ``out`` rows i = 0..rows-1 centred on ``x``
-    row ``i + offset`` (rows outside ``x`` are zero padding). With ``value``:
-    ``GELU(dw(x)) * dw(value)`` (the feed-forward's gate). Weights as :func:`taps_major`.
+def gdfn(x: torch.Tensor, residual: torch.Tensor, out: torch.Tensor, project_in: torch.Tensor,
+         dw_weight: torch.Tensor, dw_bias: Optional[torch.Tensor], project_out: torch.Tensor,
+         out_bias: Optional[torch.Tensor], norm: Norm = None) -> torch.Tensor:
+    """The whole feed-forward in one pass: ``out = residual + W_out (GELU(dw(gate)) * dw(value))``
+    with ``[gate; value] = W_in LN(x)``, all channels-last ``[B, H, W, C]``; ``norm``: the
+    LayerNorm's ``(weight, bias, eps)``, or None when ``x`` is normalised already. Weights in
+    PyTorch's layouts: ``project_in`` ``[2h, C, 1, 1]``, ``dw_weight`` ``[2h, 1, 3, 3]``,
+    ``project_out`` ``[C, h, 1, 1]``. ``out`` must not be ``x`` (it may be ``residual`` otherwise)."""
+    b, hgt, w, c = x.shape
+    hidden = project_out.shape[1]
+    tensors = [x, residual, out, project_in, dw_weight, project_out] + [t for t in (dw_bias, out_bias) if t is not None]
+    _require(all(t.is_contiguous() for t in tensors), "inputs must be contiguous")
+    _require(residual.shape == x.shape and out.shape == x.shape, "residual and output must be shaped like x")
+    _require(out.data_ptr() != x.data_ptr(), "the output must not be the input")
+    _require(tuple(project_in.shape[:2]) == (2 * hidden, c) and tuple(dw_weight.shape) == (2 * hidden, 1, 3, 3)
+             and tuple(project_out.shape[:2]) == (c, hidden),
+             f"weights {tuple(project_in.shape)}, {tuple(dw_weight.shape)}, {tuple(project_out.shape)} do not fit "
+             f"{c} channels")
+    with record_function("dlgsanet::gdfn"):
+        status = library().dlg_gdfn(_ptr(x), *_norm_args(norm, c), _ptr(residual), _ptr(out), _ptr(project_in),
+                                    _ptr(dw_weight), _ptr(dw_bias), _ptr(project_out), _ptr(out_bias), b, hgt, w,
+                                    c, hidden, torch.get_num_threads())
+    _require(status == 0, f"dlg_gdfn failed with status {status}")
+    return out
 
-    ``x`` and ``value`` may be channel slices of one wider map (same strides); ``out``:
-    ``[B, rows, W, C]`` whose images may be spaced apart (a band of a larger map).
-    """
-    b, hx, w, c = x.shape
-    ld = _pixel_stride(x)
-    params = [weight] + [t for t in (bias, value_weight, value_bias) if t is not None]
-    _require(all(t.is_contiguous() for t in params), "weights must be contiguous")
-    _require(tuple(weight.shape) == (9, c), f"weight {tuple(weight.shape)} is not [9, {c}]")
-    _require(value is None or (value.shape == x.shape and value.stride() == x.stride() and value_weight is not None
-                               and tuple(value_weight.shape) == (9, c)), "value does not match")
-    _require(tuple(out.shape) == (b, rows, w, c) and out.stride()[1:] == (w * c, c, 1), "bad output buffer")
-    with record_function("dlgsanet::gated_dwconv3x3" if value is not None else "dlgsanet::dwconv3x3"):
-        status = library().dlg_dwconv3x3(_ptr(x), _ptr(value), _ptr(weight), _ptr(value_weight), _ptr(bias),
-                                         _ptr(value_bias), _ptr(out), b, hx, w, c, ld, rows, offset, out.stride(0),
-                                         torch.get_num_threads())
-    _require(status == 0, f"dlg_dwconv3x3 failed with status {status}")
+
+def conv1x1_dw3x3(x: torch.Tensor, weight: torch.Tensor, dw_weight: torch.Tensor, dw_bias: Optional[torch.Tensor],
+                  out: torch.Tensor, norm: Norm = None) -> torch.Tensor:
+    """A 1x1 conv (``weight`` ``[N, C, 1, 1]``, no bias) then a 3x3 depth-wise conv (``dw_weight``
+    ``[N, 1, 3, 3]``, zero padding) of ``LN(x)``, ``x`` a channels-last ``[B, H, W, C]`` map, in one
+    pass, into ``out`` ``[B, H, W, N]`` (SparseGSA's qkv); the 1x1 conv's output never reaches
+    memory. ``norm`` as in :func:`gdfn`."""
+    b, hgt, w, c = x.shape
+    n = weight.shape[0]
+    tensors = [x, out, weight, dw_weight] + ([dw_bias] if dw_bias is not None else [])
+    _require(all(t.is_contiguous() for t in tensors), "inputs must be contiguous")
+    _require(tuple(weight.shape[:2]) == (n, c) and tuple(dw_weight.shape) == (n, 1, 3, 3)
+             and tuple(out.shape) == (b, hgt, w, n),
+             f"weights {tuple(weight.shape)}, {tuple(dw_weight.shape)} or output {tuple(out.shape)} do not fit "
+             f"input {tuple(x.shape)}")
+    with record_function("dlgsanet::conv1x1_dw3x3"):
+        status = library().dlg_conv1x1_dw3x3(_ptr(x), *_norm_args(norm, c), _ptr(out), _ptr(weight),
+                                             _ptr(dw_weight), _ptr(dw_bias), b, hgt, w, c, n, torch.get_num_threads())
+    _require(status == 0, f"dlg_conv1x1_dw3x3 failed with status {status}")
+    return out
+
+
+def window_attention(qkv: torch.Tensor, residual: torch.Tensor, out: torch.Tensor, temperature: torch.Tensor,
+                     project_out: torch.Tensor, row_starts: Sequence[int], col_starts: Sequence[int],
+                     window: Tuple[int, int]) -> torch.Tensor:
+    """SparseGSA's attention on its TLC windows in one call: ``out = residual + (sum over the
+    windows covering a pixel of W_out A_w v) / their count``, with ``A_w`` the heads' sparse
+    attention maps ReLU(q k^T / (|q| |k|^T) * temperature) of window w. ``qkv``: ``[B, H, W, 3C]``;
+    windows: ``row_starts x col_starts``, each ``window = (height, width)``; ``temperature``:
+    ``[heads, 1, 1]``; ``project_out``: ``[C, C, 1, 1]``; ``out`` may be ``residual``."""
+    b, hgt, w, c3 = qkv.shape
+    c, heads = c3 // 3, temperature.numel()
+    _require(all(t.is_contiguous() for t in (qkv, residual, out, temperature, project_out)), "inputs must be contiguous")
+    _require(c3 == 3 * c and heads > 0 and c % heads == 0 and tuple(project_out.shape[:2]) == (c, c)
+             and residual.shape == (b, hgt, w, c) and out.shape == residual.shape,
+             f"qkv {tuple(qkv.shape)}, residual {tuple(residual.shape)} or weights do not fit")
+    wh, ww = window
+    _require(all(0 <= r and r + wh <= hgt for r in row_starts) and all(0 <= s and s + ww <= w for s in col_starts)
+             and len(row_starts) > 0 and len(col_starts) > 0, "windows must lie inside the map")
+    rows = (ctypes.c_int * len(row_starts))(*row_starts)
+    cols = (ctypes.c_int * len(col_starts))(*col_starts)
+    with record_function("dlgsanet::window_attention"):
+        status = library().dlg_window_attention(_ptr(qkv), _ptr(residual), _ptr(out), _ptr(temperature),
+                                                _ptr(project_out), rows, len(row_starts), cols, len(col_starts),
+                                                wh, ww, b, hgt, w, c, heads, torch.get_num_threads())
+    _require(status == 0, f"dlg_window_attention failed with status {status}")
     return out
 
 
 def _self_check(lib: ctypes.CDLL) -> None:
-    """Run both kernels once on small random inputs against the PyTorch ops (a miscompiled or
+    """Run every kernel once on small random inputs against PyTorch ops (a miscompiled or
     mismatched library must never produce images)."""
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(2, 5, 7, 11, generator=gen)                       # [B, H, W, C], odd sizes
-    v = torch.randn(2, 5, 7, 11, generator=gen)
-    wg, wv = torch.randn(11, 1, 3, 3, generator=gen), torch.randn(11, 1, 3, 3, generator=gen)
-    bias = torch.randn(11, generator=gen)
-    conv = lambda t, wt, bi: F.conv2d(t.permute(0, 3, 1, 2), wt, bi, padding=1, groups=11).permute(0, 2, 3, 1)
-    expect = F.gelu(conv(x, wg, bias)) * conv(v, wv, None)
-    got = torch.empty(2, 5, 7, 11)
-    wg9, wv9 = taps_major(wg), taps_major(wv)  # kept alive across the call
-    status = lib.dlg_dwconv3x3(x.data_ptr(), v.data_ptr(), wg9.data_ptr(), wv9.data_ptr(), bias.data_ptr(), None,
-                               got.data_ptr(), 2, 5, 7, 11, 11, 5, 0, got.stride(0), 1)
-    err = (got - expect).abs().max().item() if status == 0 else float("inf")
+    errors, statuses = [], []
+    # feed-forward with its LayerNorm: 11 channels, hidden 13 (padded inside), 2 images of 5x7, all biases
+    x, res = torch.randn(2, 5, 7, 11, generator=gen), torch.randn(2, 5, 7, 11, generator=gen)
+    ln_w, ln_b = torch.randn(11, generator=gen), torch.randn(11, generator=gen)
+    w_in, w_dw = torch.randn(26, 11, 1, 1, generator=gen) * 0.3, torch.randn(26, 1, 3, 3, generator=gen) * 0.3
+    b_dw, w_out = torch.randn(26, generator=gen), torch.randn(11, 13, 1, 1, generator=gen) * 0.3
+    b_out = torch.randn(11, generator=gen)
+    normed = F.layer_norm(x, (11,), ln_w, ln_b, 1e-5).permute(0, 3, 1, 2)
+    t = F.conv2d(F.conv2d(normed, w_in), w_dw, b_dw, padding=1, groups=26)
+    expect = res + F.conv2d(F.gelu(t[:, :13]) * t[:, 13:], w_out, b_out).permute(0, 2, 3, 1)
+    got = torch.empty_like(res)
+    statuses.append(lib.dlg_gdfn(x.data_ptr(), ln_w.data_ptr(), ln_b.data_ptr(), 1e-5, res.data_ptr(), got.data_ptr(),
+                                 w_in.data_ptr(), w_dw.data_ptr(), b_dw.data_ptr(), w_out.data_ptr(), b_out.data_ptr(),
+                                 2, 5, 7, 11, 13, 1))
+    errors.append((got - expect).abs().max().item())
+    # 1x1 then depth-wise conv into 21 channels (a channel tail)
+    w1, wd = torch.randn(21, 11, 1, 1, generator=gen) * 0.3, torch.randn(21, 1, 3, 3, generator=gen)
+    expect = F.conv2d(F.conv2d(x.permute(0, 3, 1, 2), w1), wd, None, padding=1, groups=21).permute(0, 2, 3, 1)
+    got = torch.empty(2, 5, 7, 21)
+    statuses.append(lib.dlg_conv1x1_dw3x3(x.data_ptr(), None, None, 0.0, got.data_ptr(), w1.data_ptr(), wd.data_ptr(), None,
+                                          2, 5, 7, 11, 21, 1))
+    errors.append((got - expect).abs().max().item())
+    # window attention: 8 channels in 2 heads, two overlapping 4x5 windows of a 6x5 map
+    qkv, res = torch.randn(1, 6, 5, 24, generator=gen), torch.randn(1, 6, 5, 8, generator=gen)
+    temp, w_p = torch.rand(2, 1, 1, generator=gen) + 0.5, torch.randn(8, 8, 1, 1, generator=gen) * 0.3
+    total = torch.zeros(6, 5, 8)
+    for r in (0, 2):
+        q, k, v = qkv[0, r:r + 4].reshape(20, 24).split(8, dim=1)
+        q, k = F.normalize(q, dim=0).view(20, 2, 4), F.normalize(k, dim=0).view(20, 2, 4)
+        attn = torch.relu(torch.einsum("phi,phj->hij", q, k) * temp)                # [heads, 4, 4]
+        total[r:r + 4] += (torch.einsum("hij,phj->phi", attn, v.view(20, 2, 4)).reshape(20, 8)
+                           @ w_p.view(8, 8).t()).view(4, 5, 8)
+    expect = res + total / torch.tensor([1.0, 1, 2, 2, 1, 1]).view(6, 1, 1)
+    got = torch.empty_like(res)
+    rows, cols = (ctypes.c_int * 2)(0, 2), (ctypes.c_int * 1)(0)
+    statuses.append(lib.dlg_window_attention(qkv.data_ptr(), res.data_ptr(), got.data_ptr(), temp.data_ptr(),
+                                             w_p.data_ptr(), rows, 2, cols, 1, 4, 5, 1, 6, 5, 8, 2, 1))
+    errors.append((got - expect).abs().max().item())
     # dynamic conv: G=2 groups of 3 channels, K=5, R=4, 6x70 (a partial second column block)
     planes = torch.randn(1, 6, 6, 70, generator=gen)
     hyper = torch.randn(1, 4, 6, 70, generator=gen)
     wk, bk = torch.randn(50, 4, generator=gen), torch.randn(50, generator=gen)
     kernels = (torch.einsum("tr,brp->btp", wk, hyper.view(1, 4, -1)) + bk.view(1, -1, 1)).view(1, 2, 5, 5, 6, 70)
     from .dynamic_dwconv_torch import dynamic_dwconv_torch
-    expect2 = dynamic_dwconv_torch(planes, kernels)
-    got2 = torch.empty(1, 6, 6, 70)
-    status2 = lib.dlg_dynamic_conv(planes.data_ptr(), 6, 0, hyper.data_ptr(), 6, 0, wk.data_ptr(), bk.data_ptr(),
-                                   got2.data_ptr(), 1, 6, 2, 5, 4, 6, 70, 1)
-    err2 = (got2 - expect2).abs().max().item() if status2 == 0 else float("inf")
-    if not (err < 1e-4 and err2 < 1e-4):
-        raise CpuKernelsUnavailable(f"self-check failed (max error {err:.3g} / {err2:.3g}, status {status} / {status2})")
+    expect = dynamic_dwconv_torch(planes, kernels)
+    got = torch.empty(1, 6, 6, 70)
+    statuses.append(lib.dlg_dynamic_conv(planes.data_ptr(), 6, 0, hyper.data_ptr(), 6, 0, wk.data_ptr(),
+                                         bk.data_ptr(), got.data_ptr(), 1, 6, 2, 5, 4, 6, 70, 1))
+    errors.append((got - expect).abs().max().item())
+    if any(statuses) or not all(err < 1e-4 for err in errors):
+        raise CpuKernelsUnavailable(f"self-check failed (max errors {', '.join(f'{e:.3g}' for e in errors)}; "
+                                    f"status {statuses})")
 
 
-__all__ = ["CpuKernelsUnavailable", "usable", "library", "reset", "dynamic_conv", "dwconv3x3", "taps_major",
+__all__ = ["CpuKernelsUnavailable", "usable", "library", "reset", "dynamic_conv", "gdfn", "conv1x1_dw3x3", "window_attention",
            "requested", "compiler", "cache_dir", "build", "source_path", "flag_sets", "ENV_VAR"]
