@@ -20,11 +20,15 @@ against the one before it and against the reference. The steps are cumulative:
    (intermediates stay in cache, reused buffers, no page faults);
 7. (with more than one thread) the bands enlarged for the thread count (``thread_band_scale``):
    step 6 is then timed with one-core bands;
-8. + the fused C++ kernels (``kernels/cpu_fused.cpp``: per-pixel kernels made and used a few
-   pixels at a time; the whole feed-forward and SparseGSA's qkv in one pass each, three rows at a
-   time, LayerNorm included; the windowed attention, projection and average in one call), the
-   default where they build.
-   Steps 5-7 run with ``DLGSANET_CPU_KERNELS=off``.
+8. + the fused C++ dynamic conv (``kernels/cpu_fused.cpp``: per-pixel kernels made and used a few
+   pixels at a time);
+9. + the whole feed-forward and SparseGSA's qkv in one C++ pass each (three rows at a time,
+   LayerNorm included, our own GEMM micro-kernel);
+10. + SparseGSA's windowed attention, projection and average in one C++ call;
+11. + MHDLSA's LayerNorm, conv0 and hyper-network 1x1 in one C++ pass, and conv1 plus the residual
+   in another: the default where the kernels build.
+   Steps 5-7 run with ``DLGSANET_CPU_KERNELS=off``; steps 8-10 withhold the later kernels. With
+   one thread there is no step 7, and the steps after it move up by one.
 
 Steps 2-5 patch the reference or our modules inside this process only; that is what an ablation is.
 """
@@ -147,10 +151,18 @@ def variants(ours: torch.nn.Module, reference: torch.nn.Module) -> list[Variant]
         out.append(("7 ours, banded, bands for the threads", ours, torch_ops))
     else:
         out.append(("6 ours, banded", ours, torch_ops))
-    if cpu_kernels.usable(next(ours.parameters())):
-        out.append((f"{len(out) + 1} + fused C++ kernels (default)", ours, lambda stack: None))
+
+    def withheld(*names: str) -> Callable[[ExitStack], None]:
+        return lambda stack: stack.enter_context(cpu_kernels.withheld(*names))
+
+    if cpu_kernels.usable(next(ours.parameters())):  # the C++ kernels one after another
+        steps = [("dynamic conv", "dynamic_conv"), ("feed-forward and qkv", "gdfn", "conv1x1_dw3x3"),
+                 ("window attention", "window_attention"), ("MHDLSA in/out (default)", "mhdlsa_in_out")]
+        for i, (label, *_) in enumerate(steps):
+            later = [name for step in steps[i + 1:] for name in step[1:]]
+            out.append((f"{len(out) + 1} + C++ {label}", ours, withheld(*later)))
     else:
-        print("fused C++ kernels unavailable here: the last step is left out", file=sys.stderr)
+        print("fused C++ kernels unavailable here: their steps are left out", file=sys.stderr)
     return out
 
 

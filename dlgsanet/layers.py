@@ -261,8 +261,8 @@ class GDFN(nn.Module):
         h = self.hidden_features
         b, _, w, _ = x.shape
         out = new_output(residual, workspace)
-        if (cpu_kernels.usable(x) and self.dwconv.kernel_size == (3, 3) and self.project_in.bias is None
-                and self.dwconv.padding == (1, 1)):
+        if (cpu_kernels.usable(x, kernel="gdfn") and self.dwconv.kernel_size == (3, 3) and self.project_in.bias is None
+                and self.dwconv.padding == (1, 1) and x.is_contiguous() and residual.is_contiguous()):
             params = layer_norm_params(norm)  # the LayerNorm then runs inside the kernel too
             return cpu_kernels.gdfn(x if params else norm(x), residual, out, self.project_in.weight,
                                     self.dwconv.weight, self.dwconv.bias, self.project_out.weight,

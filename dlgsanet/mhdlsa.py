@@ -27,8 +27,8 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from .layers import (GDFN, ChannelLayerNorm, Workspace, band_rows, cpu_inference, matrix, new_output, row_bands,
-                     scratch)
+from .layers import (GDFN, ChannelLayerNorm, Workspace, band_rows, cpu_inference, layer_norm_params, matrix,
+                     new_output, row_bands, scratch)
 from .ops import cpu_kernels, dynamic_dwconv
 from .ops.dynamic_dwconv_torch import shift_accumulate_
 
@@ -121,22 +121,29 @@ class MHDLSA(nn.Module):
         reduce, spread = dyn.conv1[0], dyn.conv1[1]
         w0, w_reduce = matrix(self.conv0), matrix(reduce)
         back = matrix(self.conv1).t().expand(b, -1, -1)
-        fused = cpu_kernels.usable(x)
+        fused = cpu_kernels.usable(x, kernel="dynamic_conv")
+        ends = (fused and cpu_kernels.usable(x, kernel="mhdlsa_in_out") and x.is_contiguous()
+                and residual.is_contiguous())
+        params = layer_norm_params(norm) if ends else None
         w_kernels = None if fused else dyn.kernel_matrix().expand(b, -1, -1)  # the C++ kernel takes conv2 as is
         rows = band_rows(w, g * k * k, KERNEL_BAND_ELEMENTS, MIN_BAND_ROWS)
         out = new_output(residual, workspace)
         for r0, r1, a0, a1 in row_bands(h, rows, p):
             n_rows, kept = a1 - a0, r1 - r0
-            y = norm(x[:, a0:a1]).reshape(b, n_rows * w, c)
-            # conv0 straight into channel planes: W0 @ y^T, the transpose is free inside the GEMM
-            # (image by image with torch.mm: the batched matmul would copy the transposed operand)
-            planes = scratch(workspace, "planes", (b, c, n_rows * w), y)
-            hyper = scratch(workspace, "hyper", (b, w_reduce.shape[0], n_rows * w), y)
-            for i in range(b):
-                torch.mm(w0, y[i].t(), out=planes[i])
-                torch.mm(w_reduce, planes[i], out=hyper[i])
-            if reduce.bias is not None:
-                hyper += reduce.bias.view(-1, 1)
+            planes = scratch(workspace, "planes", (b, c, n_rows * w), x)
+            hyper = scratch(workspace, "hyper", (b, w_reduce.shape[0], n_rows * w), x)
+            if ends:  # C++: LayerNorm, conv0 and the hyper-network's 1x1 in one pass, 16 pixels at a time
+                band = x[:, a0:a1] if params else norm(x[:, a0:a1])
+                cpu_kernels.mhdlsa_in(band, self.conv0.weight, reduce.weight, reduce.bias, planes, hyper, params)
+            else:
+                # conv0 straight into channel planes: W0 @ y^T, the transpose is free inside the GEMM
+                # (image by image with torch.mm: the batched matmul would copy the transposed operand)
+                y = norm(x[:, a0:a1]).reshape(b, n_rows * w, c)
+                for i in range(b):
+                    torch.mm(w0, y[i].t(), out=planes[i])
+                    torch.mm(w_reduce, planes[i], out=hyper[i])
+                if reduce.bias is not None:
+                    hyper += reduce.bias.view(-1, 1)
             hyper = spread(hyper.view(b, -1, n_rows, w))                               # [b, r, n_rows, w]
             if fused:  # per-pixel kernels made and used inside the C++ kernel, a few pixels at a time
                 acc = cpu_kernels.dynamic_conv(planes.view(b, c, n_rows, w), r0 - a0, hyper.contiguous(), r0 - a0,
@@ -146,6 +153,9 @@ class MHDLSA(nn.Module):
                 acc = self._shift_accumulate(planes, hyper[:, :, r0 - a0:r1 - a0], w_kernels, r0 - a0, n_rows,
                                              kept, workspace)
             dst = out[:, r0:r1]
+            if ends:  # C++: conv1 back to channels-last, plus the residual
+                cpu_kernels.mhdlsa_out(acc, self.conv1.weight, residual[:, r0:r1], dst)
+                continue
             res = residual[:, r0:r1].reshape(b, kept * w, c)
             if dst.is_contiguous():  # batch of one: the GEMM writes the output rows directly
                 torch.baddbmm(res, acc.view(b, c, kept * w).transpose(1, 2), back, out=dst.view(b, kept * w, c))

@@ -88,8 +88,8 @@ class SparseGSA(nn.Module):
         b, h, w, c = x.shape
         dw = self.qkv_dwconv
         qkv = workspace.take("qkv", (b, h, w, 3 * c), x) if workspace is not None else x.new_empty(b, h, w, 3 * c)
-        if (cpu_kernels.usable(x) and dw.kernel_size == (3, 3) and dw.padding == (1, 1)
-                and self.qkv.bias is None):  # the C++ kernel: 1x1 and depth-wise conv in one pass
+        if (cpu_kernels.usable(x, kernel="conv1x1_dw3x3") and dw.kernel_size == (3, 3) and dw.padding == (1, 1)
+                and self.qkv.bias is None and x.is_contiguous()):  # the C++ kernel: 1x1 and depth-wise conv in one pass
             params = layer_norm_params(norm)  # the LayerNorm then runs inside the kernel too
             cpu_kernels.conv1x1_dw3x3(x if params else norm(x), self.qkv.weight, dw.weight, dw.bias, qkv, params)
             return self.attend(qkv, residual, workspace)
@@ -109,7 +109,7 @@ class SparseGSA(nn.Module):
         b, h, w, c3 = qkv.shape
         c = c3 // 3
         window = 0 if self.training else int(self.tlc_window or 0)
-        if (cpu_kernels.usable(qkv) and self.project_out.bias is None and qkv.is_contiguous()
+        if (cpu_kernels.usable(qkv, kernel="window_attention") and self.project_out.bias is None and qkv.is_contiguous()
                 and residual.is_contiguous() and inplace_ok(qkv, residual, self.temperature, self.project_out.weight)):
             out = new_output(residual, workspace)  # the C++ kernel: all windows, projection and average
             if not needs_windows(h, w, window):

@@ -760,4 +760,124 @@ int dlg_window_attention(const float* qkv, const float* residual, float* out, co
 }
 
 
+// MHDLSA's way in, for a band of rows: planes = W0 LN(x) and hyper = W_r planes (+ b_r), both
+// as channel planes (NCHW, the dynamic conv's layout), from the channels-last band x.
+//   x: [B, P, C] the band's pixels (rows of whole image width, image b at x + b * x_batch_stride)
+//   norm_weight, norm_bias, eps: the block's LayerNorm (as in dlg_gdfn; null: x as is)
+//   w0: [C, C]; w_reduce: [R, C]; reduce_bias: [R] or null
+//   planes: [B, C, P]; hyper: [B, R, P]
+// Each task takes 64 pixels: normalised and packed as four GEMM panels (pixels across), multiplied
+// by W0 into planes, which are packed again as W_r's panels.
+int dlg_mhdlsa_in(const float* x, int64_t x_batch_stride, const float* norm_weight, const float* norm_bias, float eps,
+                  const float* w0, const float* w_reduce, const float* reduce_bias, float* planes, float* hyper,
+                  int batch, int pixels, int channels, int reduced, int threads) {
+    (void)threads;  // unused in a build without OpenMP
+    constexpr int kCols = 4 * kNR;
+    const int blocks = (pixels + kCols - 1) / kCols;
+    const int64_t tasks = static_cast<int64_t>(batch) * blocks;
+    const int64_t block = static_cast<int64_t>(kCols) * channels;
+    int status = 0;
+#pragma omp parallel num_threads(threads > 0 ? threads : 1)
+    {
+        float* normed = aligned_floats(block);
+        float* panels = aligned_floats(block);
+        float* mid = aligned_floats(block);
+        float* low = aligned_floats(static_cast<int64_t>(reduced) * kCols);
+        const bool ready = normed && panels && mid && low;
+        if (!ready) {
+#pragma omp atomic write
+            status = 2;
+        }
+#pragma omp for schedule(static)
+        for (int64_t task = 0; task < tasks; ++task) {
+            if (!ready) continue;
+            const int b = static_cast<int>(task / blocks), p0 = static_cast<int>(task % blocks) * kCols;
+            const int n = pixels - p0 < kCols ? pixels - p0 : kCols;
+            const float* src = x + b * x_batch_stride + static_cast<int64_t>(p0) * channels;
+            if (norm_weight) {
+                layer_norm(normed, src, n, channels, norm_weight, norm_bias, eps);
+                src = normed;
+            }
+            // panels [4][C][16 pixels], zero past the band's end
+            for (int j = 0; j < kCols / kNR; ++j)
+                for (int c = 0; c < channels; ++c)
+                    for (int l = 0; l < kNR; ++l) {
+                        const int at = j * kNR + l;
+                        panels[(j * channels + c) * kNR + l] = at < n ? src[at * channels + c] : 0.0f;
+                    }
+            gemm_rows(w0, channels, channels, panels, channels, kCols / kNR, mid, kCols);   // [C][64]
+            for (int j = 0; j < kCols / kNR; ++j)  // W_r's panels from the planes block
+                for (int c = 0; c < channels; ++c)
+                    std::memcpy(panels + (j * channels + c) * kNR, mid + c * kCols + j * kNR, sizeof(float) * kNR);
+            gemm_rows(w_reduce, channels, reduced, panels, channels, kCols / kNR, low, kCols);   // [R][64]
+            float* pd = planes + static_cast<int64_t>(b) * channels * pixels + p0;
+            for (int c = 0; c < channels; ++c)
+                std::memcpy(pd + static_cast<int64_t>(c) * pixels, mid + c * kCols, sizeof(float) * n);
+            float* hd = hyper + static_cast<int64_t>(b) * reduced * pixels + p0;
+            for (int r = 0; r < reduced; ++r) {
+                const float bias = reduce_bias ? reduce_bias[r] : 0.0f;
+                for (int l = 0; l < n; ++l) hd[static_cast<int64_t>(r) * pixels + l] = low[r * kCols + l] + bias;
+            }
+        }
+        std::free(normed);
+        std::free(panels);
+        std::free(mid);
+        std::free(low);
+    }
+    return status;
+}
+
+// MHDLSA's way out: out = residual + W1 acc, back to channels-last.
+//   acc: [B, C, P] channel planes; w1: [C, C]; residual, out: [B, P, C], image b at
+//   + b * batch_stride (rows of a larger map); out may be the residual
+int dlg_mhdlsa_out(const float* acc, const float* w1, const float* residual, float* out, int64_t batch_stride,
+                   int batch, int pixels, int channels, int threads) {
+    (void)threads;  // unused in a build without OpenMP
+    const int cp = (channels + kNR - 1) / kNR * kNR;
+    float* packed = aligned_floats(static_cast<int64_t>(cp) * channels);
+    int* source = new (std::nothrow) int[cp];
+    int status = packed && source ? 0 : 2;
+    if (status == 0) {
+        for (int s = 0; s < cp; ++s) source[s] = s < channels ? s : -1;
+        pack_panels(packed, w1, channels, source, cp);
+    }
+    constexpr int kCols = 64;
+    const int blocks = (pixels + kCols - 1) / kCols;
+    const int64_t tasks = static_cast<int64_t>(batch) * blocks;
+#pragma omp parallel num_threads(threads > 0 ? threads : 1) if (status == 0)
+    {
+        float* rows = aligned_floats(static_cast<int64_t>(kCols) * channels);
+        float* proj = aligned_floats(static_cast<int64_t>(kCols) * cp);
+        const bool ready = status == 0 && rows && proj;
+        if (!ready) {
+#pragma omp atomic write
+            status = 2;
+        }
+#pragma omp for schedule(static)
+        for (int64_t task = 0; task < tasks; ++task) {
+            if (!ready) continue;
+            const int b = static_cast<int>(task / blocks), p0 = static_cast<int>(task % blocks) * kCols;
+            const int n = pixels - p0 < kCols ? pixels - p0 : kCols;
+            const float* a = acc + static_cast<int64_t>(b) * channels * pixels + p0;
+            for (int c = 0; c < channels; ++c)  // to pixel rows [n][C]
+                for (int l = 0; l < n; ++l) rows[l * channels + c] = a[static_cast<int64_t>(c) * pixels + l];
+            gemm_rows(rows, channels, n, packed, channels, cp / kNR, proj, cp);
+            const int64_t at = b * batch_stride + static_cast<int64_t>(p0) * channels;
+            for (int l = 0; l < n; ++l) {
+                const float* res = residual + at + static_cast<int64_t>(l) * channels;
+                float* dst = out + at + static_cast<int64_t>(l) * channels;
+                int c = 0;
+                for (; c + 8 <= channels; c += 8) store(dst + c, load(res + c) + load(proj + l * cp + c));
+                for (; c < channels; ++c) dst[c] = res[c] + proj[l * cp + c];
+            }
+        }
+        std::free(rows);
+        std::free(proj);
+    }
+    std::free(packed);
+    delete[] source;
+    return status;
+}
+
+
 }  // extern "C"

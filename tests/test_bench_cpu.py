@@ -79,5 +79,5 @@ def test_ablation_steps_all_compute_the_reference_function() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     steps = [line.split()[0] for line in proc.stdout.splitlines() if line[:1].isdigit()]
     fused = cpu_kernels.usable(torch.zeros(1))  # the last step, where the C++ kernels build
-    assert steps == ["1", "2", "3", "4", "5", "6"] + (["7"] if fused else [])
-    assert ("fused C++ kernels (default)" in proc.stdout) == fused
+    assert steps == ["1", "2", "3", "4", "5", "6"] + (["7", "8", "9", "10"] if fused else [])
+    assert ("C++ MHDLSA in/out (default)" in proc.stdout) == fused

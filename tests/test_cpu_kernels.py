@@ -225,6 +225,45 @@ def test_window_attention_matches_the_pytorch_attention(batch: int, height: int,
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=2e-5)
 
 
+@needs_kernels
+@pytest.mark.parametrize("batch,rows,width,channels,reduced,normalise,with_bias", [
+    (1, 70, 128, 90, 22, True, True),     # Large's band
+    (2, 5, 13, 48, 12, False, True),      # a batch; 65 pixels: a partial last block of 64
+    (1, 1, 3, 7, 2, True, False),         # fewer pixels than a panel
+])
+def test_mhdlsa_in_makes_planes_and_hyper_features(batch: int, rows: int, width: int, channels: int, reduced: int,
+                                                   normalise: bool, with_bias: bool, one_torch_thread: None) -> None:
+    """planes = W0 LN(x) and hyper = W_r planes + b_r as channel planes, from rows of a larger
+    channels-last map (the band of a batch is not contiguous across images)."""
+    full = torch.randn(batch, rows + 4, width, channels)
+    band = full[:, 2:2 + rows]
+    w0, wr = torch.randn(channels, channels, 1, 1) * 0.2, torch.randn(reduced, channels, 1, 1) * 0.2
+    br = torch.randn(reduced) if with_bias else None
+    norm = random_norm(channels) if normalise else None
+    with torch.no_grad():
+        y = (norm(band) if normalise else band).reshape(batch, -1, channels)
+    expect_planes = torch.einsum("oc,bpc->bop", w0.view(channels, channels), y)
+    expect_hyper = torch.einsum("rc,bcp->brp", wr.view(reduced, channels), expect_planes)
+    if with_bias:
+        expect_hyper = expect_hyper + br.view(1, -1, 1)
+    planes = torch.full((batch, channels, rows * width), float("nan"))
+    hyper = torch.full((batch, reduced, rows * width), float("nan"))
+    cpu_kernels.mhdlsa_in(band, w0, wr, br, planes, hyper, layer_norm_params(norm))
+    torch.testing.assert_close(planes, expect_planes, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(hyper, expect_hyper, rtol=1e-5, atol=1e-5)
+
+
+@needs_kernels
+def test_mhdlsa_out_writes_its_rows_of_the_output_only(one_torch_thread: None) -> None:
+    """out = residual + W1 acc, channels-last, into rows 3..9 of larger maps (a batch of two)."""
+    acc, w1 = torch.randn(2, 20, 6, 70), torch.randn(20, 20, 1, 1) * 0.2
+    residual, out = torch.randn(2, 12, 70, 20), torch.full((2, 12, 70, 20), 7.0)
+    expected = residual[:, 3:9] + torch.einsum("oc,bchw->bhwo", w1.view(20, 20), acc)
+    cpu_kernels.mhdlsa_out(acc, w1, residual[:, 3:9], out[:, 3:9])
+    torch.testing.assert_close(out[:, 3:9], expected, rtol=1e-5, atol=1e-5)
+    assert (out[:, :3] == 7).all() and (out[:, 9:] == 7).all()
+
+
 def test_kernels_refuse_mismatched_shapes_with_a_clear_error() -> None:
     x = torch.randn(1, 3, 4, 5)
     with pytest.raises(ValueError, match="inside the map"):
@@ -382,3 +421,16 @@ def test_an_unwritable_cache_folder_builds_in_the_temporary_folder(fresh_kernels
     assert cpu_kernels.usable(torch.zeros(1))
     assert list((fresh_kernels.parent / "tmp").glob("dlgsanet-*/cpu_fused-*.so"))
     assert blocker.read_text() == "not a folder"
+
+
+@needs_kernels
+def test_withheld_kernels_are_not_used_inside_the_block_only() -> None:
+    x = torch.zeros(1)
+    assert cpu_kernels.usable(x, kernel="gdfn")
+    with cpu_kernels.withheld("gdfn", "window_attention"):
+        assert not cpu_kernels.usable(x, kernel="gdfn") and not cpu_kernels.usable(x, kernel="window_attention")
+        assert cpu_kernels.usable(x, kernel="dynamic_conv")
+    assert cpu_kernels.usable(x, kernel="gdfn") and cpu_kernels.usable(x, kernel="window_attention")
+    with pytest.raises(ValueError, match="unknown kernels"):
+        with cpu_kernels.withheld("gated_dwconv"):
+            pass

@@ -32,7 +32,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from contextlib import contextmanager
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -166,7 +167,7 @@ def build(cxx: str, source: Path, folder: Path) -> Path:
 
 def _bind(path: Path) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path))
-    p, i = ctypes.c_void_p, ctypes.c_int
+    p, i, i64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64
     lib.dlg_abi_version.restype = i
     lib.dlg_openmp.restype = i
     lib.dlg_dynamic_conv.restype = i
@@ -177,6 +178,10 @@ def _bind(path: Path) -> ctypes.CDLL:
     lib.dlg_conv1x1_dw3x3.restype = i
     lib.dlg_conv1x1_dw3x3.argtypes = [p, p, p, f] + [p] * 4 + [i] * 6
     lib.dlg_window_attention.restype = i
+    lib.dlg_mhdlsa_in.restype = i
+    lib.dlg_mhdlsa_in.argtypes = [p, i64, p, p, f] + [p] * 5 + [i] * 5
+    lib.dlg_mhdlsa_out.restype = i
+    lib.dlg_mhdlsa_out.argtypes = [p] * 4 + [i64] + [i] * 4
     lib.dlg_window_attention.argtypes = [p] * 6 + [i, p] + [i] * 9
     if lib.dlg_abi_version() != ABI_VERSION:
         raise CpuKernelsUnavailable(f"{path.name} has ABI {lib.dlg_abi_version()}, expected {ABI_VERSION}")
@@ -234,10 +239,32 @@ def reset() -> None:
         _logged.clear()
 
 
-def usable(*tensors: torch.Tensor) -> bool:
-    """Whether the fused kernels serve these tensors: float32 on the CPU, kernels not turned off,
-    built and checked, and threaded like PyTorch (a build without OpenMP only serves one thread)."""
-    if any(t.device.type != "cpu" or t.dtype != torch.float32 for t in tensors):
+#: The kernels, by the name the network asks for them with.
+KERNELS = ("dynamic_conv", "mhdlsa_in_out", "gdfn", "conv1x1_dw3x3", "window_attention")
+_withheld: set = set()
+
+
+@contextmanager
+def withheld(*names: str) -> Iterator[None]:
+    """Within this block (this process), the named kernels are not used: the network takes its
+    PyTorch ops for those parts. For benchmarks that show what each kernel buys."""
+    unknown = set(names) - set(KERNELS)
+    if unknown:
+        raise ValueError(f"unknown kernels {sorted(unknown)}; known: {', '.join(KERNELS)}")
+    before = set(_withheld)
+    _withheld.update(names)
+    try:
+        yield
+    finally:
+        _withheld.clear()
+        _withheld.update(before)
+
+
+def usable(*tensors: torch.Tensor, kernel: Optional[str] = None) -> bool:
+    """Whether the fused kernels (or the one named ``kernel``) serve these tensors: float32 on the
+    CPU, kernels not turned off (or withheld), built and checked, and threaded like PyTorch (a build
+    without OpenMP only serves one thread)."""
+    if any(t.device.type != "cpu" or t.dtype != torch.float32 for t in tensors) or kernel in _withheld:
         return False
     if requested() == "off":
         return False
@@ -381,6 +408,51 @@ def window_attention(qkv: torch.Tensor, residual: torch.Tensor, out: torch.Tenso
     return out
 
 
+def _pixel_rows(t: torch.Tensor) -> int:
+    """The batch stride of a channels-last ``[B, H, W, C]`` map whose images are contiguous rows of
+    whole pixels (a band of rows of a larger map qualifies); raises otherwise."""
+    b, h, w, c = t.shape
+    _require(t.stride()[1:] == (w * c, c, 1), f"map strides {t.stride()} are not rows of whole pixels")
+    return t.stride(0) if b > 1 else h * w * c
+
+
+def mhdlsa_in(x: torch.Tensor, conv0: torch.Tensor, reduce: torch.Tensor, reduce_bias: Optional[torch.Tensor],
+              planes: torch.Tensor, hyper: torch.Tensor, norm: Norm = None) -> None:
+    """MHDLSA's way in for a band: ``planes = W0 LN(x)`` and ``hyper = W_r planes + b_r`` as channel
+    planes, from the channels-last band ``x`` ``[B, rows, W, C]`` (a view of rows of the block's
+    input). ``conv0`` ``[C, C, 1, 1]``, ``reduce`` ``[R, C, 1, 1]``; ``planes`` ``[B, C, rows*W]``,
+    ``hyper`` ``[B, R, rows*W]``, contiguous. ``norm`` as in :func:`gdfn`."""
+    b, rows, w, c = x.shape
+    r = reduce.shape[0]
+    stride = _pixel_rows(x)
+    _require(all(t.is_contiguous() for t in (conv0, reduce, planes, hyper))
+             and (reduce_bias is None or reduce_bias.is_contiguous()), "weights and outputs must be contiguous")
+    _require(tuple(conv0.shape[:2]) == (c, c) and tuple(reduce.shape[:2]) == (r, c)
+             and tuple(planes.shape) == (b, c, rows * w) and tuple(hyper.shape) == (b, r, rows * w),
+             f"weights {tuple(conv0.shape)}, {tuple(reduce.shape)} or outputs do not fit {c} channels")
+    with record_function("dlgsanet::mhdlsa_in"):
+        status = library().dlg_mhdlsa_in(_ptr(x), stride, *_norm_args(norm, c), _ptr(conv0), _ptr(reduce),
+                                         _ptr(reduce_bias), _ptr(planes), _ptr(hyper), b, rows * w, c, r,
+                                         torch.get_num_threads())
+    _require(status == 0, f"dlg_mhdlsa_in failed with status {status}")
+
+
+def mhdlsa_out(acc: torch.Tensor, conv1: torch.Tensor, residual: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """MHDLSA's way out: ``out = residual + W1 acc`` back to channels-last. ``acc``: ``[B, C, rows,
+    W]`` channel planes; ``conv1`` ``[C, C, 1, 1]``; ``residual``, ``out``: ``[B, rows, W, C]`` views of
+    rows of larger maps with the same strides (``out`` may be ``residual``)."""
+    b, c, rows, w = acc.shape
+    stride = _pixel_rows(out)
+    _require(acc.is_contiguous() and conv1.is_contiguous() and tuple(conv1.shape[:2]) == (c, c)
+             and tuple(out.shape) == (b, rows, w, c) and residual.shape == out.shape
+             and residual.stride() == out.stride(), "acc, weight, residual and output do not fit")
+    with record_function("dlgsanet::mhdlsa_out"):
+        status = library().dlg_mhdlsa_out(_ptr(acc), _ptr(conv1), _ptr(residual), _ptr(out), stride, b, rows * w, c,
+                                          torch.get_num_threads())
+    _require(status == 0, f"dlg_mhdlsa_out failed with status {status}")
+    return out
+
+
 def _self_check(lib: ctypes.CDLL) -> None:
     """Run every kernel once on small random inputs against PyTorch ops (a miscompiled or
     mismatched library must never produce images)."""
@@ -423,6 +495,17 @@ def _self_check(lib: ctypes.CDLL) -> None:
     statuses.append(lib.dlg_window_attention(qkv.data_ptr(), res.data_ptr(), got.data_ptr(), temp.data_ptr(),
                                              w_p.data_ptr(), rows, 2, cols, 1, 4, 5, 1, 6, 5, 8, 2, 1))
     errors.append((got - expect).abs().max().item())
+    # MHDLSA's way in and out: 8 channels, 3 reduced, 70 pixels (a partial second block)
+    band, ln_w8, ln_b8 = torch.randn(1, 7, 10, 8, generator=gen), torch.rand(8, generator=gen) + 0.5, torch.randn(8, generator=gen)
+    w0, wr, br = torch.randn(8, 8, generator=gen), torch.randn(3, 8, generator=gen), torch.randn(3, generator=gen)
+    planes, hyper = torch.empty(1, 8, 70), torch.empty(1, 3, 70)
+    expect = w0 @ F.layer_norm(band, (8,), ln_w8, ln_b8, 1e-5).view(70, 8).t()
+    statuses.append(lib.dlg_mhdlsa_in(band.data_ptr(), 560, ln_w8.data_ptr(), ln_b8.data_ptr(), 1e-5, w0.data_ptr(),
+                                      wr.data_ptr(), br.data_ptr(), planes.data_ptr(), hyper.data_ptr(), 1, 70, 8, 3, 1))
+    errors.append(max((planes[0] - expect).abs().max().item(), (hyper[0] - wr @ expect - br.view(3, 1)).abs().max().item()))
+    got = torch.empty(1, 7, 10, 8)
+    statuses.append(lib.dlg_mhdlsa_out(planes.data_ptr(), w0.data_ptr(), band.data_ptr(), got.data_ptr(), 560, 1, 70, 8, 1))
+    errors.append((got - band - (w0 @ planes[0]).t().reshape(1, 7, 10, 8)).abs().max().item())
     # dynamic conv: G=2 groups of 3 channels, K=5, R=4, 6x70 (a partial second column block)
     planes = torch.randn(1, 6, 6, 70, generator=gen)
     hyper = torch.randn(1, 4, 6, 70, generator=gen)
@@ -439,5 +522,5 @@ def _self_check(lib: ctypes.CDLL) -> None:
                                     f"status {statuses})")
 
 
-__all__ = ["CpuKernelsUnavailable", "usable", "library", "reset", "dynamic_conv", "gdfn", "conv1x1_dw3x3", "window_attention",
+__all__ = ["CpuKernelsUnavailable", "usable", "withheld", "KERNELS", "library", "reset", "dynamic_conv", "gdfn", "conv1x1_dw3x3", "window_attention", "mhdlsa_in", "mhdlsa_out",
            "requested", "compiler", "cache_dir", "build", "source_path", "flag_sets", "ENV_VAR"]
