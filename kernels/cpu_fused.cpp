@@ -168,16 +168,26 @@ constexpr int kFfnCols = FFN_COLS;    // feed-forward: output columns per task
 // does not depend on where its tile starts.
 template <int MR>
 inline void gemm_tile(const float* a, int64_t lda, const float* b, int depth, float* c, int64_t ldc) {
+    // the first product starts each sum (the same bits as adding it to zero), so that the
+    // accumulators live in registers from the start: no zeroed array for the compiler to spill
     v8 lo[MR], hi[MR];
-    for (int m = 0; m < MR; ++m) lo[m] = hi[m] = splat(0.0f);
-    for (int k = 0; k < depth; ++k) {
-        const v8 b0 = load(b + kNR * k), b1 = load(b + kNR * k + 8);
+    const v8 b0 = load(b), b1 = load(b + 8);
+#pragma GCC unroll 8
+    for (int m = 0; m < MR; ++m) {
+        const v8 s = splat(a[m * lda]);
+        lo[m] = s * b0;
+        hi[m] = s * b1;
+    }
+    for (int k = 1; k < depth; ++k) {
+        const v8 bk0 = load(b + kNR * k), bk1 = load(b + kNR * k + 8);
+#pragma GCC unroll 8
         for (int m = 0; m < MR; ++m) {
             const v8 s = splat(a[m * lda + k]);
-            lo[m] += s * b0;
-            hi[m] += s * b1;
+            lo[m] += s * bk0;
+            hi[m] += s * bk1;
         }
     }
+#pragma GCC unroll 8
     for (int m = 0; m < MR; ++m) {
         store(c + m * ldc, lo[m]);
         store(c + m * ldc + 8, hi[m]);

@@ -412,7 +412,8 @@ def _pixel_rows(t: torch.Tensor) -> int:
     """The batch stride of a channels-last ``[B, H, W, C]`` map whose images are contiguous rows of
     whole pixels (a band of rows of a larger map qualifies); raises otherwise."""
     b, h, w, c = t.shape
-    _require(t.stride()[1:] == (w * c, c, 1), f"map strides {t.stride()} are not rows of whole pixels")
+    rows = all(t.stride(d) == step for d, step in ((1, w * c), (2, c), (3, 1)) if t.shape[d] > 1)
+    _require(rows, f"map strides {t.stride()} are not rows of whole pixels")
     return t.stride(0) if b > 1 else h * w * c
 
 
@@ -445,7 +446,7 @@ def mhdlsa_out(acc: torch.Tensor, conv1: torch.Tensor, residual: torch.Tensor, o
     stride = _pixel_rows(out)
     _require(acc.is_contiguous() and conv1.is_contiguous() and tuple(conv1.shape[:2]) == (c, c)
              and tuple(out.shape) == (b, rows, w, c) and residual.shape == out.shape
-             and residual.stride() == out.stride(), "acc, weight, residual and output do not fit")
+             and _pixel_rows(residual) == stride, "acc, weight, residual and output do not fit")
     with record_function("dlgsanet::mhdlsa_out"):
         status = library().dlg_mhdlsa_out(_ptr(acc), _ptr(conv1), _ptr(residual), _ptr(out), stride, b, rows * w, c,
                                           torch.get_num_threads())
