@@ -13,12 +13,15 @@ and on a CPU it is memory-bound, so its layout decides the speed:
   largest tensor of the model) are made and used inside the fused C++ kernel
   (:func:`dlgsanet.ops.cpu_kernels.dynamic_conv`), 64 pixels of a row at a time, so they never
   leave L1; without it they exist for one band at a time, made by one GEMM and consumed by the
-  K*K shifted multiply-adds while still in cache;
+  K*K shifted multiply-adds while still in cache. With the C++ kernels, the LayerNorm, ``conv0``
+  and the hyper-network's first 1x1 conv also run as one pass, and ``conv1`` with the residual
+  as another (:func:`dlgsanet.ops.cpu_kernels.mhdlsa_in`, ``mhdlsa_out``);
 - on CUDA, or when gradients are needed, the kernels are made for the whole image and the conv
   goes through :func:`dlgsanet.ops.dynamic_dwconv` (the cupy kernels, or the PyTorch autograd
   Function).
 
-All paths compute the same sums in the same order per output element.
+All paths compute the same function; the PyTorch paths the same sums in the same order per
+output element, the C++ kernels within float rounding of them.
 """
 from __future__ import annotations
 
@@ -132,7 +135,7 @@ class MHDLSA(nn.Module):
             n_rows, kept = a1 - a0, r1 - r0
             planes = scratch(workspace, "planes", (b, c, n_rows * w), x)
             hyper = scratch(workspace, "hyper", (b, w_reduce.shape[0], n_rows * w), x)
-            if ends:  # C++: LayerNorm, conv0 and the hyper-network's 1x1 in one pass, 16 pixels at a time
+            if ends:  # C++: LayerNorm, conv0 and the hyper-network's 1x1 in one pass, 64 pixels at a time
                 band = x[:, a0:a1] if params else norm(x[:, a0:a1])
                 cpu_kernels.mhdlsa_in(band, self.conv0.weight, reduce.weight, reduce.bias, planes, hyper, params)
             else:

@@ -6,11 +6,12 @@ model, written by one GEMM and read back by K*K multiply-adds; the feed-forward'
 intermediate is written by its expand GEMM and read by the depth-wise conv, GELU and gate. The
 C++ kernels make the per-pixel kernels of a few dozen pixels at a time in L1 and filter with them
 at once, and run the whole feed-forward (and SparseGSA's qkv 1x1 + depth-wise conv) three rows at
-a time with their own GEMM micro-kernel, so those intermediates never reach memory (figures:
-``docs/performance.md``).
+a time with their own GEMM micro-kernel, so those intermediates never reach memory; SparseGSA's
+windowed attention reads its windows in place, and MHDLSA's 1x1 convs around the dynamic conv
+take the LayerNorm and the residual in (figures: ``docs/performance.md``).
 
 Why plain C++ through ctypes rather than a PyTorch extension: it needs no PyTorch headers and no
-build tools beyond a C++ compiler, builds in about a second, and a missing or failing compiler
+build tools beyond a C++ compiler, builds in about three seconds, and a missing or failing compiler
 costs nothing but speed. The library is cached per source, compiler, flags and CPU under the
 user's cache folder, so later processes load it without compiling.
 
@@ -31,8 +32,8 @@ import subprocess
 import tempfile
 import threading
 import time
-from pathlib import Path
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 import torch
@@ -178,11 +179,11 @@ def _bind(path: Path) -> ctypes.CDLL:
     lib.dlg_conv1x1_dw3x3.restype = i
     lib.dlg_conv1x1_dw3x3.argtypes = [p, p, p, f] + [p] * 4 + [i] * 6
     lib.dlg_window_attention.restype = i
+    lib.dlg_window_attention.argtypes = [p] * 6 + [i, p] + [i] * 9
     lib.dlg_mhdlsa_in.restype = i
     lib.dlg_mhdlsa_in.argtypes = [p, i64, p, p, f] + [p] * 5 + [i] * 5
     lib.dlg_mhdlsa_out.restype = i
     lib.dlg_mhdlsa_out.argtypes = [p] * 4 + [i64] + [i] * 4
-    lib.dlg_window_attention.argtypes = [p] * 6 + [i, p] + [i] * 9
     if lib.dlg_abi_version() != ABI_VERSION:
         raise CpuKernelsUnavailable(f"{path.name} has ABI {lib.dlg_abi_version()}, expected {ABI_VERSION}")
     return lib
