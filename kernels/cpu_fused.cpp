@@ -154,14 +154,11 @@ inline v8 gelu(v8 x) {
     return splat(0.5f) * x * (splat(1.0f) + erf_z);
 }
 
-// ---- the feed-forward (GDFN), fused: 1x1 expand, 3x3 depth-wise, GELU gate, 1x1 project ----
+// ---- the GEMM micro-kernel, and the 1x1 + depth-wise passes built on it (feed-forward, qkv) ----
 
 constexpr int kNR = 16;         // GEMM micro-tile: output channels (two vectors)
 constexpr int kMR = 6;          // GEMM micro-tile: pixels (12 accumulators, all in registers)
-#ifndef FFN_COLS
-#define FFN_COLS 64
-#endif
-constexpr int kFfnCols = FFN_COLS;    // feed-forward: output columns per task
+constexpr int kFfnCols = 64;    // 1x1 + depth-wise passes: output columns per task
 
 // C[m][0:16] = sum_k A[m * lda + k] * B[k][0:16] for MR pixels: B a packed 16-wide panel.
 // Every output is the same sequence of products over k whatever MR is, so a pixel's result

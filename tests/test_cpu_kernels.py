@@ -335,6 +335,23 @@ def test_kernels_results_do_not_depend_on_the_thread_count() -> None:
 
 
 @needs_kernels
+def test_network_with_kernels_gives_the_same_bits_with_one_thread_or_two() -> None:
+    """With the kernels, what is left of PyTorch (oneDNN's 3x3 and 7x7 convolutions, pixel shuffle)
+    splits no sum between threads either, and the bands no longer change a block's result."""
+    model, x = small_model(), torch.rand(1, 3, 45, 38)
+    before = torch.get_num_threads()
+    try:
+        outs = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            with torch.inference_mode():
+                outs.append(model(x))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(outs[0], outs[1])
+
+
+@needs_kernels
 def test_network_with_kernels_gives_each_image_its_own_bits() -> None:
     model, x = small_model(), torch.rand(3, 3, 26, 31)
     with torch.inference_mode():
