@@ -614,9 +614,9 @@ int dlg_dynamic_conv(const float* x, int x_rows, int x_offset, const float* hype
 //   w_dw:     [2 * hidden, 9] (PyTorch's [2 * hidden, 1, 3, 3]); dw_bias: [2 * hidden] or null
 //   w_out:    [C, hidden]; out_bias: [C] or null
 //   threads:  as above
-int dlg_gdfn(const float* x, const float* norm_weight, const float* norm_bias, float eps, const float* residual, float* out, const float* w_in, const float* w_dw,
-             const float* dw_bias, const float* w_out, const float* out_bias, int batch, int height, int width,
-             int channels, int hidden, int threads) {
+int dlg_gdfn(const float* x, const float* norm_weight, const float* norm_bias, float eps, const float* residual,
+             float* out, const float* w_in, const float* w_dw, const float* dw_bias, const float* w_out,
+             const float* out_bias, int batch, int height, int width, int channels, int hidden, int threads) {
     const int hp = (hidden + 7) / 8 * 8;  // gate and value, each padded to whole vectors
     int* source = new (std::nothrow) int[2 * hp];
     if (!source) return 2;
@@ -633,8 +633,9 @@ int dlg_gdfn(const float* x, const float* norm_weight, const float* norm_bias, f
 // RingPass): SparseGSA's qkv. x: [B, H, W, C] contiguous, with its LayerNorm as in dlg_gdfn;
 // w_in: [N, C]; w_dw: [N, 9] (PyTorch's [N, 1, 3, 3]); dw_bias: [N] or null; out: [B, H, W, N],
 // never x.
-int dlg_conv1x1_dw3x3(const float* x, const float* norm_weight, const float* norm_bias, float eps, float* out, const float* w_in, const float* w_dw, const float* dw_bias,
-                      int batch, int height, int width, int channels, int out_channels, int threads) {
+int dlg_conv1x1_dw3x3(const float* x, const float* norm_weight, const float* norm_bias, float eps, float* out,
+                      const float* w_in, const float* w_dw, const float* dw_bias, int batch, int height, int width,
+                      int channels, int out_channels, int threads) {
     const int wide = (out_channels + kNR - 1) / kNR * kNR;
     int* source = new (std::nothrow) int[wide];
     if (!source) return 2;

@@ -20,10 +20,10 @@ import torch.nn.functional as F
 import core_helpers
 from dlgsanet import DLGSANet, DLGSANetConfig
 from dlgsanet.layers import GDFN, ChannelLayerNorm, layer_norm_params
-from dlgsanet.sparse_gsa import SparseGSA
-from dlgsanet.tlc import needs_windows, window_plan
 from dlgsanet.ops import cpu_kernels
 from dlgsanet.ops.dynamic_dwconv_torch import dynamic_dwconv_torch
+from dlgsanet.sparse_gsa import SparseGSA
+from dlgsanet.tlc import needs_windows, window_plan
 
 needs_kernels = pytest.mark.skipif(cpu_kernels.compiler() is None or os.name != "posix",
                                    reason="no C++ compiler here: the fused CPU kernels cannot be built "

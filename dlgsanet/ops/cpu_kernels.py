@@ -392,7 +392,8 @@ def window_attention(qkv: torch.Tensor, residual: torch.Tensor, out: torch.Tenso
     ``[heads, 1, 1]``; ``project_out``: ``[C, C, 1, 1]``; ``out`` may be ``residual``."""
     b, hgt, w, c3 = qkv.shape
     c, heads = c3 // 3, temperature.numel()
-    _require(all(t.is_contiguous() for t in (qkv, residual, out, temperature, project_out)), "inputs must be contiguous")
+    _require(all(t.is_contiguous() for t in (qkv, residual, out, temperature, project_out)),
+             "inputs must be contiguous")
     _require(c3 == 3 * c and heads > 0 and c % heads == 0 and tuple(project_out.shape[:2]) == (c, c)
              and residual.shape == (b, hgt, w, c) and out.shape == residual.shape,
              f"qkv {tuple(qkv.shape)}, residual {tuple(residual.shape)} or weights do not fit")
@@ -478,7 +479,8 @@ def _self_check(lib: ctypes.CDLL) -> None:
     w1, wd = torch.randn(21, 11, 1, 1, generator=gen) * 0.3, torch.randn(21, 1, 3, 3, generator=gen)
     expect = F.conv2d(F.conv2d(x.permute(0, 3, 1, 2), w1), wd, None, padding=1, groups=21).permute(0, 2, 3, 1)
     got = torch.empty(2, 5, 7, 21)
-    statuses.append(lib.dlg_conv1x1_dw3x3(x.data_ptr(), None, None, 0.0, got.data_ptr(), w1.data_ptr(), wd.data_ptr(), None,
+    statuses.append(lib.dlg_conv1x1_dw3x3(x.data_ptr(), None, None, 0.0, got.data_ptr(), w1.data_ptr(), wd.data_ptr(),
+                                          None,
                                           2, 5, 7, 11, 21, 1))
     errors.append((got - expect).abs().max().item())
     # window attention: 8 channels in 2 heads, two overlapping 4x5 windows of a 6x5 map
@@ -498,15 +500,19 @@ def _self_check(lib: ctypes.CDLL) -> None:
                                              w_p.data_ptr(), rows, 2, cols, 1, 4, 5, 1, 6, 5, 8, 2, 1))
     errors.append((got - expect).abs().max().item())
     # MHDLSA's way in and out: 8 channels, 3 reduced, 70 pixels (a partial second block)
-    band, ln_w8, ln_b8 = torch.randn(1, 7, 10, 8, generator=gen), torch.rand(8, generator=gen) + 0.5, torch.randn(8, generator=gen)
+    band = torch.randn(1, 7, 10, 8, generator=gen)
+    ln_w8, ln_b8 = torch.rand(8, generator=gen) + 0.5, torch.randn(8, generator=gen)
     w0, wr, br = torch.randn(8, 8, generator=gen), torch.randn(3, 8, generator=gen), torch.randn(3, generator=gen)
     planes, hyper = torch.empty(1, 8, 70), torch.empty(1, 3, 70)
     expect = w0 @ F.layer_norm(band, (8,), ln_w8, ln_b8, 1e-5).view(70, 8).t()
     statuses.append(lib.dlg_mhdlsa_in(band.data_ptr(), 560, ln_w8.data_ptr(), ln_b8.data_ptr(), 1e-5, w0.data_ptr(),
-                                      wr.data_ptr(), br.data_ptr(), planes.data_ptr(), hyper.data_ptr(), 1, 70, 8, 3, 1))
-    errors.append(max((planes[0] - expect).abs().max().item(), (hyper[0] - wr @ expect - br.view(3, 1)).abs().max().item()))
+                                      wr.data_ptr(), br.data_ptr(), planes.data_ptr(), hyper.data_ptr(),
+                                      1, 70, 8, 3, 1))
+    errors.append(max((planes[0] - expect).abs().max().item(),
+                      (hyper[0] - wr @ expect - br.view(3, 1)).abs().max().item()))
     got = torch.empty(1, 7, 10, 8)
-    statuses.append(lib.dlg_mhdlsa_out(planes.data_ptr(), w0.data_ptr(), band.data_ptr(), got.data_ptr(), 560, 1, 70, 8, 1))
+    statuses.append(lib.dlg_mhdlsa_out(planes.data_ptr(), w0.data_ptr(), band.data_ptr(), got.data_ptr(), 560,
+                                       1, 70, 8, 1))
     errors.append((got - band - (w0 @ planes[0]).t().reshape(1, 7, 10, 8)).abs().max().item())
     # dynamic conv: G=2 groups of 3 channels, K=5, R=4, 6x70 (a partial second column block)
     planes = torch.randn(1, 6, 6, 70, generator=gen)
@@ -524,5 +530,6 @@ def _self_check(lib: ctypes.CDLL) -> None:
                                     f"status {statuses})")
 
 
-__all__ = ["CpuKernelsUnavailable", "usable", "withheld", "KERNELS", "library", "reset", "dynamic_conv", "gdfn", "conv1x1_dw3x3", "window_attention", "mhdlsa_in", "mhdlsa_out",
+__all__ = ["CpuKernelsUnavailable", "usable", "withheld", "KERNELS", "library", "reset", "dynamic_conv", "gdfn",
+           "conv1x1_dw3x3", "window_attention", "mhdlsa_in", "mhdlsa_out",
            "requested", "compiler", "cache_dir", "build", "source_path", "flag_sets", "ENV_VAR"]
