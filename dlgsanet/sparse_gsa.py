@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from .layers import (GDFN, ChannelLayerNorm, Workspace, band_rows, conv1x1, cpu_inference, depthwise, inplace_ok,
                      layer_norm_params, matrix, new_output, pointwise, row_bands, scratch, spatial)
 from .ops import cpu_kernels
-from .tlc import needs_windows, window_plan
+from .tlc import needs_windows, window_plan, window_rectangles
 
 #: Floats per band of the qkv map (1x1 + 3x3 depth-wise) in CPU inference (512k = 2 MiB).
 QKV_BAND_ELEMENTS = 1 << 19
@@ -112,12 +112,8 @@ class SparseGSA(nn.Module):
         if (cpu_kernels.usable(qkv, kernel="window_attention") and self.project_out.bias is None and qkv.is_contiguous()
                 and residual.is_contiguous() and inplace_ok(qkv, residual, self.temperature, self.project_out.weight)):
             out = new_output(residual, workspace)  # the C++ kernel: all windows, projection and average
-            if not needs_windows(h, w, window):
-                return cpu_kernels.window_attention(qkv, residual, out, self.temperature, self.project_out.weight,
-                                                    (0,), (0,), (h, w))
-            plan = window_plan(h, w, window, qkv.device)
             return cpu_kernels.window_attention(qkv, residual, out, self.temperature, self.project_out.weight,
-                                                plan.row_starts, plan.col_starts, (plan.window_h, plan.window_w))
+                                                *window_rectangles(h, w, window, qkv.device))
         if not needs_windows(h, w, window):
             tokens = qkv.view(b, h * w, c3)
             mix = self.mixing(tokens, workspace)

@@ -136,3 +136,13 @@ def window_plan(height: int, width: int, window: int, device: torch.device) -> W
 def needs_windows(height: int, width: int, window: int) -> bool:
     """False when TLC is off or one window covers the whole map (then it IS the whole map)."""
     return bool(window) and (height > window or width > window)
+
+
+def window_rectangles(height: int, width: int, window: int,
+                      device: torch.device) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, int]]:
+    """The TLC windows as row starts, column starts and their (height, width), the form the fused
+    CPU kernel takes: one window over the whole map when TLC does not split it."""
+    if not needs_windows(height, width, window):
+        return (0,), (0,), (height, width)
+    plan = window_plan(height, width, window, device)
+    return plan.row_starts, plan.col_starts, (plan.window_h, plan.window_w)

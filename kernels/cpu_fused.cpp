@@ -30,7 +30,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <new>
+#include <initializer_list>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -213,18 +213,67 @@ void gemm_rows(const float* a, int64_t lda, int rows, const float* packed, int d
 }
 
 // Packs rows of a [outputs, depth] weight into 16-wide panels [panels][depth][16]; panel slot s
-// takes weight row source[s] (negative: zero).
-void pack_panels(float* packed, const float* weight, int depth, const int* source, int slots) {
+// takes weight row source(s) (negative: zero).
+template <class Source>
+void pack_panels(float* packed, const float* weight, int depth, int slots, Source source) {
     for (int s = 0; s < slots; ++s) {
+        const int from = source(s);
         float* col = packed + static_cast<int64_t>(s / kNR) * depth * kNR + s % kNR;
         for (int k = 0; k < depth; ++k)
-            col[k * kNR] = source[s] >= 0 ? weight[static_cast<int64_t>(source[s]) * depth + k] : 0.0f;
+            col[k * kNR] = from >= 0 ? weight[static_cast<int64_t>(from) * depth + k] : 0.0f;
     }
 }
 
-float* aligned_floats(int64_t count) {
-    const size_t bytes = (static_cast<size_t>(count) * sizeof(float) + 63) / 64 * 64;
-    return static_cast<float*>(std::aligned_alloc(64, bytes ? bytes : 64));
+// The first `rows` rows of a weight, packed into `slots` slots (zero past them).
+void pack_rows(float* packed, const float* weight, int depth, int rows, int slots) {
+    pack_panels(packed, weight, depth, slots, [rows](int s) { return s < rows ? s : -1; });
+}
+
+// Buffers owned for a scope (a call, or one thread's part of a parallel region): allocated,
+// 64-byte aligned, on construction and freed on destruction. A size of zero or less gives a null
+// pointer (a buffer not wanted); ok() says whether every wanted one was allocated.
+template <class T>
+class Scratch {
+  public:
+    Scratch(std::initializer_list<int64_t> sizes) {
+        for (const int64_t size : sizes) {
+            const size_t bytes = size > 0 ? (static_cast<size_t>(size) * sizeof(T) + 63) / 64 * 64 : 0;
+            T* p = bytes ? static_cast<T*>(std::aligned_alloc(64, bytes)) : nullptr;
+            ok_ = ok_ && (bytes == 0 || p);
+            buffers_[count_++] = p;
+        }
+    }
+    ~Scratch() {
+        for (int i = 0; i < count_; ++i) std::free(buffers_[i]);
+    }
+    Scratch(const Scratch&) = delete;
+    Scratch& operator=(const Scratch&) = delete;
+    T* operator[](int i) const { return buffers_[i]; }
+    bool ok() const { return ok_; }
+
+  private:
+    T* buffers_[8] = {};
+    int count_ = 0;
+    bool ok_ = true;
+};
+
+// Called by every thread of a parallel region with its scratch: a thread without its buffers
+// marks the call failed (status 2, out of memory); its share of the tasks is then skipped.
+inline void report_failure(bool ok, int& status) {
+    if (ok) return;
+#pragma omp atomic write
+    status = 2;
+}
+
+// One pixel of a block's output: dst = (proj + bias) + residual over its channels, the bias
+// (null: none) added first, as the PyTorch path adds it inside the 1x1 conv.
+inline void add_projection(float* dst, const float* proj, const float* bias, const float* residual, int channels) {
+    int c = 0;
+    for (; c + 8 <= channels; c += 8) {
+        const v8 t = bias ? load(proj + c) + load(bias + c) : load(proj + c);
+        store(dst + c, t + load(residual + c));
+    }
+    for (; c < channels; ++c) dst[c] = (bias ? proj[c] + bias[c] : proj[c]) + residual[c];
 }
 
 // N <= 4 neighbouring pixels of the 3x3 depth-wise conv on three rows of an expanded map, whose
@@ -341,24 +390,20 @@ struct RingPass {
 
 int run_ring(const RingPass& q, int threads) {
     const int cp = (q.channels + kNR - 1) / kNR * kNR;  // projected channels padded to whole panels
-    float* in_panels = aligned_floats(static_cast<int64_t>(q.wide) * q.channels);
-    float* taps = aligned_floats(9 * static_cast<int64_t>(q.wide));
-    float* bias = q.dw_bias ? aligned_floats(q.wide) : nullptr;
-    float* out_panels = q.gated ? aligned_floats(static_cast<int64_t>(cp) * q.hidden) : nullptr;
-    int* out_source = q.gated ? new (std::nothrow) int[cp] : nullptr;
-    int status = (in_panels && taps && (bias || !q.dw_bias) && (!q.gated || (out_panels && out_source))) ? 0 : 2;
-    if (status == 0) {
-        pack_panels(in_panels, q.w_in, q.channels, q.source, q.wide);
-        for (int s = 0; s < q.wide; ++s) {
-            const int src = q.source[s];
-            for (int t = 0; t < 9; ++t) taps[t * q.wide + s] = src >= 0 ? q.w_dw[src * 9 + t] : 0.0f;
-            if (bias) bias[s] = src >= 0 ? q.dw_bias[src] : 0.0f;
-        }
-        if (q.gated) {
-            for (int s = 0; s < cp; ++s) out_source[s] = s < q.channels ? s : -1;
-            pack_panels(out_panels, q.w_out, q.hidden, out_source, cp);
-        }
+    const Scratch<float> weights({static_cast<int64_t>(q.wide) * q.channels, 9 * static_cast<int64_t>(q.wide),
+                                  q.dw_bias ? q.wide : 0, q.gated ? static_cast<int64_t>(cp) * q.hidden : 0});
+    if (!weights.ok()) return 2;
+    float* in_panels = weights[0];
+    float* taps = weights[1];
+    float* bias = weights[2];
+    float* out_panels = weights[3];
+    pack_panels(in_panels, q.w_in, q.channels, q.wide, [&q](int s) { return q.source[s]; });
+    for (int s = 0; s < q.wide; ++s) {
+        const int src = q.source[s];
+        for (int t = 0; t < 9; ++t) taps[t * q.wide + s] = src >= 0 ? q.w_dw[src * 9 + t] : 0.0f;
+        if (bias) bias[s] = src >= 0 ? q.dw_bias[src] : 0.0f;
     }
+    if (q.gated) pack_rows(out_panels, q.w_out, q.hidden, q.channels, cp);
     // tasks: column blocks x row runs x images; runs long enough that expanding the two rows
     // at their ends once more costs little, and enough tasks for every thread
     const int col_blocks = (q.width + kFfnCols - 1) / kFfnCols;
@@ -369,20 +414,20 @@ int run_ring(const RingPass& q, int threads) {
     const int64_t tasks = static_cast<int64_t>(per_image) * runs;
     const int64_t ring_size = static_cast<int64_t>(kFfnCols + 2) * q.wide;
     const int stage = q.gated ? q.hp : q.wide;  // floats per pixel of a depth-wise output row
-#pragma omp parallel num_threads(threads > 0 ? threads : 1) if (status == 0)
+    int status = 0;
+#pragma omp parallel num_threads(threads > 0 ? threads : 1)
     {
-        float* ring = aligned_floats(3 * ring_size);
-        float* normed = q.norm_weight ? aligned_floats(static_cast<int64_t>(kFfnCols + 2) * q.channels) : nullptr;
-        float* row = q.gated ? aligned_floats(static_cast<int64_t>(kFfnCols) * stage) : nullptr;
-        float* proj = q.gated ? aligned_floats(static_cast<int64_t>(kFfnCols) * cp) : nullptr;
-        const bool ready = status == 0 && ring && (!q.gated || (row && proj)) && (normed || !q.norm_weight);
-        if (!ready) {
-#pragma omp atomic write
-            status = 2;
-        }
+        const Scratch<float> own({3 * ring_size, q.norm_weight ? static_cast<int64_t>(kFfnCols + 2) * q.channels : 0,
+                                  q.gated ? static_cast<int64_t>(kFfnCols) * stage : 0,
+                                  q.gated ? static_cast<int64_t>(kFfnCols) * cp : 0});
+        float* ring = own[0];
+        float* normed = own[1];
+        float* row = own[2];
+        float* proj = own[3];
+        report_failure(own.ok(), status);
 #pragma omp for schedule(static)
         for (int64_t task = 0; task < tasks; ++task) {
-            if (!ready) continue;
+            if (!own.ok()) continue;
             const int cb = static_cast<int>(task % col_blocks);
             const int run = static_cast<int>((task / col_blocks) % runs);
             const int b = static_cast<int>(task / col_blocks / runs);
@@ -420,29 +465,12 @@ int run_ring(const RingPass& q, int threads) {
                 }
                 ring_row<true>(row, stage, rows, taps, bias, n, q.hp, q.hp, q.wide);
                 gemm_rows(row, stage, n, out_panels, q.hidden, cp / kNR, proj, cp);
-                for (int p = 0; p < n; ++p) {  // + residual (after the bias, as the PyTorch path adds)
-                    const float* src = proj + p * cp;
-                    const float* res = q.residual + (pixel + p) * q.channels;
-                    float* dst = q.out + (pixel + p) * q.channels;
-                    int c = 0;
-                    for (; c + 8 <= q.channels; c += 8) {
-                        const v8 t = q.out_bias ? load(src + c) + load(q.out_bias + c) : load(src + c);
-                        store(dst + c, t + load(res + c));
-                    }
-                    for (; c < q.channels; ++c) dst[c] = (q.out_bias ? src[c] + q.out_bias[c] : src[c]) + res[c];
-                }
+                for (int p = 0; p < n; ++p)
+                    add_projection(q.out + (pixel + p) * q.channels, proj + p * cp, q.out_bias,
+                                   q.residual + (pixel + p) * q.channels, q.channels);
             }
         }
-        std::free(ring);
-        std::free(normed);
-        std::free(row);
-        std::free(proj);
     }
-    std::free(in_panels);
-    std::free(taps);
-    std::free(bias);
-    std::free(out_panels);
-    delete[] out_source;
     return status;
 }
 
@@ -549,18 +577,15 @@ int dlg_dynamic_conv(const float* x, int x_rows, int x_offset, const float* hype
 #pragma omp parallel num_threads(threads > 0 ? threads : 1)
     {
         alignas(32) float k[kMaxTaps * kColBlock];
-        float* h = new (std::nothrow) float[static_cast<size_t>(reduced) * kColBlock];
-        float* tiles = new (std::nothrow) float[static_cast<size_t>(per_group * tile)];
+        const Scratch<float> own({static_cast<int64_t>(reduced) * kColBlock, per_group * tile});
+        float* h = own[0];
+        float* tiles = own[1];
         float* dst[kMaxPerGroup];
         const float* src[kMaxPerGroup];
-        const bool ready = h && tiles;
-        if (!ready) {
-#pragma omp atomic write
-            status = 2;
-        }
+        report_failure(own.ok(), status);
 #pragma omp for schedule(static)
         for (int64_t task = 0; task < tasks; ++task) {
-            if (!ready) continue;
+            if (!own.ok()) continue;
             const int cb = static_cast<int>(task % col_blocks);
             const int y = static_cast<int>((task / col_blocks) % height);
             const int b = static_cast<int>(task / col_blocks / height);
@@ -598,8 +623,6 @@ int dlg_dynamic_conv(const float* x, int x_rows, int x_offset, const float* hype
                 filter_group(dst, src, k, tile_w, ksize, n, per_group);
             }
         }
-        delete[] h;
-        delete[] tiles;
     }
     return status;
 }
@@ -618,15 +641,13 @@ int dlg_gdfn(const float* x, const float* norm_weight, const float* norm_bias, f
              float* out, const float* w_in, const float* w_dw, const float* dw_bias, const float* w_out,
              const float* out_bias, int batch, int height, int width, int channels, int hidden, int threads) {
     const int hp = (hidden + 7) / 8 * 8;  // gate and value, each padded to whole vectors
-    int* source = new (std::nothrow) int[2 * hp];
-    if (!source) return 2;
+    const Scratch<int> sources({2 * hp});
+    if (!sources.ok()) return 2;
+    int* source = sources[0];
     for (int s = 0; s < 2 * hp; ++s) source[s] = s % hp < hidden ? (s / hp) * hidden + s % hp : -1;
-    RingPass q{x, batch, height, width, channels, norm_weight, norm_bias, eps, w_in, w_dw, dw_bias, source, 2 * hp,
-               true, hp, hidden,
-               w_out, out_bias, residual, out, channels};
-    const int status = run_ring(q, threads);
-    delete[] source;
-    return status;
+    const RingPass q{x, batch, height, width, channels, norm_weight, norm_bias, eps, w_in, w_dw, dw_bias, source,
+                     2 * hp, true, hp, hidden, w_out, out_bias, residual, out, channels};
+    return run_ring(q, threads);
 }
 
 // 1x1 conv then 3x3 depth-wise conv (zero padding) of a channels-last map in one pass (see
@@ -637,15 +658,13 @@ int dlg_conv1x1_dw3x3(const float* x, const float* norm_weight, const float* nor
                       const float* w_in, const float* w_dw, const float* dw_bias, int batch, int height, int width,
                       int channels, int out_channels, int threads) {
     const int wide = (out_channels + kNR - 1) / kNR * kNR;
-    int* source = new (std::nothrow) int[wide];
-    if (!source) return 2;
+    const Scratch<int> sources({wide});
+    if (!sources.ok()) return 2;
+    int* source = sources[0];
     for (int s = 0; s < wide; ++s) source[s] = s < out_channels ? s : -1;
-    RingPass q{x, batch, height, width, channels, norm_weight, norm_bias, eps, w_in, w_dw, dw_bias, source, wide,
-               false, 0, 0,
-               nullptr, nullptr, nullptr, out, out_channels};
-    const int status = run_ring(q, threads);
-    delete[] source;
-    return status;
+    const RingPass q{x, batch, height, width, channels, norm_weight, norm_bias, eps, w_in, w_dw, dw_bias, source,
+                     wide, false, 0, 0, nullptr, nullptr, nullptr, out, out_channels};
+    return run_ring(q, threads);
 }
 
 // SparseGSA's attention on its TLC windows, then the output projection, the average over the
@@ -670,26 +689,26 @@ int dlg_window_attention(const float* qkv, const float* residual, float* out, co
     const int64_t all = static_cast<int64_t>(batch) * windows;
     // may 16 floats be read from any q or k block start? (the k block is followed by v)
     const bool whole = channels + (heads - 1) * d + (d - 1) / 16 * 16 + 16 <= 3 * channels;
-    float* attn = aligned_floats(all * heads * d * d);
-    float* mixes = aligned_floats(all * channels * cp);
-    int* cover = new (std::nothrow) int[width];
-    int status = attn && mixes && cover ? 0 : 2;
-    if (status == 0) {
-        for (int x = 0; x < width; ++x) {
-            cover[x] = 0;
-            for (int c = 0; c < n_cols; ++c) cover[x] += x >= col_starts[c] && x < col_starts[c] + win_w;
-        }
+    const Scratch<float> shared({all * heads * d * d, all * channels * cp});
+    const Scratch<int> covers({width});
+    if (!shared.ok() || !covers.ok()) return 2;
+    float* attn = shared[0];
+    float* mixes = shared[1];
+    int* cover = covers[0];
+    for (int x = 0; x < width; ++x) {
+        cover[x] = 0;
+        for (int c = 0; c < n_cols; ++c) cover[x] += x >= col_starts[c] && x < col_starts[c] + win_w;
     }
-#pragma omp parallel num_threads(threads > 0 ? threads : 1) if (status == 0)
+    int status = 0;
+#pragma omp parallel num_threads(threads > 0 ? threads : 1)
     {
-        float* gram = aligned_floats(static_cast<int64_t>(d) * d + 2 * d);
-        float* acc = aligned_floats(static_cast<int64_t>(width) * cp);
-        float* proj = aligned_floats(static_cast<int64_t>(win_w) * cp);
-        const bool ready = status == 0 && gram && acc && proj;
-        if (!ready) {
-#pragma omp atomic write
-            status = 2;
-        }
+        const Scratch<float> own({static_cast<int64_t>(d) * d + 2 * d, static_cast<int64_t>(width) * cp,
+                                  static_cast<int64_t>(win_w) * cp});
+        float* gram = own[0];
+        float* acc = own[1];
+        float* proj = own[2];
+        const bool ready = own.ok();
+        report_failure(ready, status);
         // 1. Gram blocks and norms of each head of each window -> the sparse attention map
 #pragma omp for schedule(static)
         for (int64_t task = 0; task < all * heads; ++task) {
@@ -757,13 +776,7 @@ int dlg_window_attention(const float* qkv, const float* residual, float* out, co
                     out[at + x * channels + o] = residual[at + x * channels + o] + src[o] / count;
             }
         }
-        std::free(gram);
-        std::free(acc);
-        std::free(proj);
     }
-    std::free(attn);
-    std::free(mixes);
-    delete[] cover;
     return status;
 }
 
@@ -787,18 +800,15 @@ int dlg_mhdlsa_in(const float* x, int64_t x_batch_stride, const float* norm_weig
     int status = 0;
 #pragma omp parallel num_threads(threads > 0 ? threads : 1)
     {
-        float* normed = aligned_floats(block);
-        float* panels = aligned_floats(block);
-        float* mid = aligned_floats(block);
-        float* low = aligned_floats(static_cast<int64_t>(reduced) * kCols);
-        const bool ready = normed && panels && mid && low;
-        if (!ready) {
-#pragma omp atomic write
-            status = 2;
-        }
+        const Scratch<float> own({block, block, block, static_cast<int64_t>(reduced) * kCols});
+        float* normed = own[0];
+        float* panels = own[1];
+        float* mid = own[2];
+        float* low = own[3];
+        report_failure(own.ok(), status);
 #pragma omp for schedule(static)
         for (int64_t task = 0; task < tasks; ++task) {
-            if (!ready) continue;
+            if (!own.ok()) continue;
             const int b = static_cast<int>(task / blocks), p0 = static_cast<int>(task % blocks) * kCols;
             const int n = pixels - p0 < kCols ? pixels - p0 : kCols;
             const float* src = x + b * x_batch_stride + static_cast<int64_t>(p0) * channels;
@@ -827,10 +837,6 @@ int dlg_mhdlsa_in(const float* x, int64_t x_batch_stride, const float* norm_weig
                 for (int l = 0; l < n; ++l) hd[static_cast<int64_t>(r) * pixels + l] = low[r * kCols + l] + bias;
             }
         }
-        std::free(normed);
-        std::free(panels);
-        std::free(mid);
-        std::free(low);
     }
     return status;
 }
@@ -842,28 +848,23 @@ int dlg_mhdlsa_out(const float* acc, const float* w1, const float* residual, flo
                    int batch, int pixels, int channels, int threads) {
     (void)threads;  // unused in a build without OpenMP
     const int cp = (channels + kNR - 1) / kNR * kNR;
-    float* packed = aligned_floats(static_cast<int64_t>(cp) * channels);
-    int* source = new (std::nothrow) int[cp];
-    int status = packed && source ? 0 : 2;
-    if (status == 0) {
-        for (int s = 0; s < cp; ++s) source[s] = s < channels ? s : -1;
-        pack_panels(packed, w1, channels, source, cp);
-    }
+    const Scratch<float> weights({static_cast<int64_t>(cp) * channels});
+    if (!weights.ok()) return 2;
+    float* packed = weights[0];
+    pack_rows(packed, w1, channels, channels, cp);
     constexpr int kCols = 64;
     const int blocks = (pixels + kCols - 1) / kCols;
     const int64_t tasks = static_cast<int64_t>(batch) * blocks;
-#pragma omp parallel num_threads(threads > 0 ? threads : 1) if (status == 0)
+    int status = 0;
+#pragma omp parallel num_threads(threads > 0 ? threads : 1)
     {
-        float* rows = aligned_floats(static_cast<int64_t>(kCols) * channels);
-        float* proj = aligned_floats(static_cast<int64_t>(kCols) * cp);
-        const bool ready = status == 0 && rows && proj;
-        if (!ready) {
-#pragma omp atomic write
-            status = 2;
-        }
+        const Scratch<float> own({static_cast<int64_t>(kCols) * channels, static_cast<int64_t>(kCols) * cp});
+        float* rows = own[0];
+        float* proj = own[1];
+        report_failure(own.ok(), status);
 #pragma omp for schedule(static)
         for (int64_t task = 0; task < tasks; ++task) {
-            if (!ready) continue;
+            if (!own.ok()) continue;
             const int b = static_cast<int>(task / blocks), p0 = static_cast<int>(task % blocks) * kCols;
             const int n = pixels - p0 < kCols ? pixels - p0 : kCols;
             const float* a = acc + static_cast<int64_t>(b) * channels * pixels + p0;
@@ -871,19 +872,11 @@ int dlg_mhdlsa_out(const float* acc, const float* w1, const float* residual, flo
                 for (int l = 0; l < n; ++l) rows[l * channels + c] = a[static_cast<int64_t>(c) * pixels + l];
             gemm_rows(rows, channels, n, packed, channels, cp / kNR, proj, cp);
             const int64_t at = b * batch_stride + static_cast<int64_t>(p0) * channels;
-            for (int l = 0; l < n; ++l) {
-                const float* res = residual + at + static_cast<int64_t>(l) * channels;
-                float* dst = out + at + static_cast<int64_t>(l) * channels;
-                int c = 0;
-                for (; c + 8 <= channels; c += 8) store(dst + c, load(res + c) + load(proj + l * cp + c));
-                for (; c < channels; ++c) dst[c] = res[c] + proj[l * cp + c];
-            }
+            for (int l = 0; l < n; ++l)
+                add_projection(out + at + static_cast<int64_t>(l) * channels, proj + l * cp, nullptr,
+                               residual + at + static_cast<int64_t>(l) * channels, channels);
         }
-        std::free(rows);
-        std::free(proj);
     }
-    std::free(packed);
-    delete[] source;
     return status;
 }
 

@@ -23,7 +23,7 @@ from dlgsanet.layers import GDFN, ChannelLayerNorm, layer_norm_params
 from dlgsanet.ops import cpu_kernels
 from dlgsanet.ops.dynamic_dwconv_torch import dynamic_dwconv_torch
 from dlgsanet.sparse_gsa import SparseGSA
-from dlgsanet.tlc import needs_windows, window_plan
+from dlgsanet.tlc import window_rectangles
 
 needs_kernels = pytest.mark.skipif(cpu_kernels.compiler() is None or os.name != "posix",
                                    reason="no C++ compiler here: the fused CPU kernels cannot be built "
@@ -187,14 +187,6 @@ def test_gelu_of_the_gate_matches_torch_over_its_range(one_torch_thread: None) -
     torch.testing.assert_close(out[..., 0], F.gelu(values[..., 0]), rtol=0, atol=3e-6)
 
 
-def window_arguments(height: int, width: int, window: int) -> tuple:
-    """Row starts, column starts and size of the TLC windows (one window when TLC is off)."""
-    if not needs_windows(height, width, window):
-        return (0,), (0,), (height, width)
-    plan = window_plan(height, width, window, torch.device("cpu"))
-    return plan.row_starts, plan.col_starts, (plan.window_h, plan.window_w)
-
-
 @needs_kernels
 @pytest.mark.parametrize("batch,height,width,channels,heads,window", [
     (1, 100, 70, 90, 6, 48),    # Large: 3 x 2 overlapping windows, heads of 15 channels
@@ -218,10 +210,10 @@ def test_window_attention_matches_the_pytorch_attention(batch: int, height: int,
         monkeypatch.setenv(cpu_kernels.ENV_VAR, "auto")
         assert torch.equal(gsa.attend(qkv, residual), cpu_kernels.window_attention(
             qkv, residual, torch.empty_like(residual), gsa.temperature, gsa.project_out.weight,
-            *window_arguments(height, width, window)))     # attend takes the kernel when it can
+            *window_rectangles(height, width, window, qkv.device)))     # attend takes the kernel when it can
         out = torch.full_like(residual, float("nan"))
         cpu_kernels.window_attention(qkv, residual, out, gsa.temperature, gsa.project_out.weight,
-                                     *window_arguments(height, width, window))
+                                     *window_rectangles(height, width, window, qkv.device))
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=2e-5)
 
 
