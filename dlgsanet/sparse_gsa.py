@@ -138,7 +138,8 @@ class SparseGSA(nn.Module):
                 projected = torch.bmm(windows[..., 2 * c:], self.mixing(windows).transpose(1, 2))
             total.index_add_(0, idx, projected.view(-1, c))                         # scatter-add
         out = new_output(residual, workspace) if workspace is not None else None
-        return torch.addcdiv(residual, total.view(b, h, w, c), plan.coverage, out=out)
+        # coverage counts (1..4) are exact in every dtype; a float32 divisor would promote a 16-bit map
+        return torch.addcdiv(residual, total.view(b, h, w, c), plan.coverage.to(residual.dtype), out=out)
 
 
 class SparseGSABlock(nn.Module):

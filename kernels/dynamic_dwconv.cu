@@ -17,8 +17,11 @@
 //   * The per-pixel kernel tensor is by far the largest operand (K*K*G values per pixel against C
 //     for x), so each kernel tap is read from memory once and reused, in a register, for all the
 //     C/G channels of its group (in blocks of DWC_CHANNEL_BLOCK accumulators).
-//   * Threads run along the width (consecutive threads = consecutive w), so every load and store of
-//     a warp is one contiguous run of memory; neighbouring threads share their input rows in L1.
+//   * In the forward and grad-input passes a thread computes DWC_STRIP neighbouring outputs of a
+//     row, so each source value it loads serves up to K of its products (see dwc_gather). On an
+//     H200 that made both passes 1.65-1.87x faster than one output per thread, same bits.
+//   * Threads run along the width (consecutive threads = consecutive pixels or strips), so the
+//     loads of a warp cover one contiguous run of memory; neighbouring threads share rows in L1.
 //   * Storage may be float, double, half or bfloat16; arithmetic is float (double for double),
 //     one fused multiply-add per term, one rounding to the storage type at the end.
 //   * Offsets into the kernel tensor use 64-bit integers (it reaches 2^31 elements at 2k x 2k).
@@ -29,7 +32,11 @@
 #define DLGSANET_DYNAMIC_DWCONV_CU
 
 #ifndef DWC_CHANNEL_BLOCK
-#define DWC_CHANNEL_BLOCK 8  // accumulators per thread; DLGSANet's presets have 6 channels a group
+#define DWC_CHANNEL_BLOCK 6  // channels per pass over the taps; DLGSANet's presets have 6 channels a group
+#endif
+
+#ifndef DWC_STRIP
+#define DWC_STRIP 2  // outputs along a row per thread in the forward and grad-input passes (the launcher's STRIP)
 #endif
 
 // Full unrolling of the kernel-column and channel-block loops (K is a template parameter). The shim
@@ -56,6 +63,14 @@
 
 #ifndef DWC_MIN_BLOCKS
 #define DWC_MIN_BLOCKS 3  // resident blocks per SM asked of the compiler: at most 80 registers a thread
+#endif
+
+// The same for the forward and grad-input passes: at most 128 registers, none spilled at DWC_STRIP 2.
+// Measured on an H200 (docs/cuda.md): strips of 4 at 2 blocks, or of 2 at 3 blocks, ran another
+// 1.1-1.5x faster but spill registers (up to 160 bytes on sm_75), which tests/test_kernels_nvcc.py
+// refuses until they are measured on older GPUs too.
+#ifndef DWC_GATHER_MIN_BLOCKS
+#define DWC_GATHER_MIN_BLOCKS 2
 #endif
 
 // ---------------------------------------------------------------------------------------------
@@ -175,16 +190,30 @@ struct dwc_io<dwc_bfloat16> {
 //   transposed  dst[c, h, w] = sum_ij k[i, j, h',  w' ] * src[c, h',    w'   ]   (src = grad_out)
 //               with h' = h-i+P, w' = w-j+P: the adjoint of the forward map, so no scatter and no
 //               atomics are needed for grad_x either.
+// A thread computes a strip of S consecutive outputs of one row (S = dwc_strip<T>) for a block of
+// channels. Per kernel row it loads the strip's K*S taps once, and per channel the S+K-1 source
+// values that the strip's K*S products use: 2.8x fewer loads than one output per thread at S = 4,
+// K = 7. Every output sums its terms in the order (i, j), rows and columns outside the image adding
+// zero products, whatever S and the launch shape are.
 // ---------------------------------------------------------------------------------------------
+template <typename T>
+struct dwc_strip {
+  // float64 (gradient checks only) keeps one output per thread: twice the registers per value
+  static const int value = sizeof(typename dwc_io<T>::acc) == 8 ? 1 : DWC_STRIP;
+};
+
 template <typename T, int K, bool TRANSPOSED>
 __device__ __forceinline__ void dwc_gather(const T* __restrict__ src, const T* __restrict__ kern,
                                            T* __restrict__ dst, int N, int C, int G, int H, int W) {
   typedef dwc_io<T> io;
   typedef typename io::acc acc_t;
   const int P = K / 2;
+  const int S = dwc_strip<T>::value;
+  const int SPAN = S + K - 1;  // source columns of one strip row: w0 - P .. w0 + S - 1 + P
   const int CB = DWC_CHANNEL_BLOCK;
-  const int HW = H * W;
-  const long long plane_size = HW;
+  const long long plane_size = (long long)H * W;
+  const int strips = (W + S - 1) / S;
+  const int tasks = H * strips;  // <= H * W <= 2^30 (the launcher checks)
   const int cpg = C / G;
   const long long planes = (long long)N * G;
 
@@ -194,38 +223,65 @@ __device__ __forceinline__ void dwc_gather(const T* __restrict__ src, const T* _
     const T* kp = kern + plane * (long long)(K * K) * plane_size;  // k[n, g] : [K, K, H, W]
     const long long channel0 = (long long)n * C + (long long)g * cpg;
 
-    for (int pix = blockIdx.x * blockDim.x + threadIdx.x; pix < HW; pix += gridDim.x * blockDim.x) {
-      const int h = pix / W;
-      const int w = pix - h * W;
+    for (int task = blockIdx.x * blockDim.x + threadIdx.x; task < tasks; task += gridDim.x * blockDim.x) {
+      const int h = task / strips;
+      const int w0 = (task - h * strips) * S;
 
       for (int c0 = 0; c0 < cpg; c0 += CB) {
         const int count = cpg - c0 < CB ? cpg - c0 : CB;
         const T* s0 = src + (channel0 + c0) * plane_size;
-        acc_t acc[CB];
+        acc_t acc[CB][S];
         DWC_UNROLL
-        for (int cc = 0; cc < CB; ++cc) acc[cc] = acc_t(0);
+        for (int cc = 0; cc < CB; ++cc) {
+          DWC_UNROLL
+          for (int p = 0; p < S; ++p) acc[cc][p] = acc_t(0);
+        }
 
         DWC_ROLLED
         for (int i = 0; i < K; ++i) {
           const int hh = TRANSPOSED ? h - (i - P) : h + (i - P);
           if (hh < 0 || hh >= H) continue;
+          // The taps: at the outputs (h, w0 + p) in the forward pass, at the sources
+          // (hh, w0 + p - j + P) in the transposed one. Outside the image they multiply zeros.
+          acc_t tap[K][S];
           DWC_UNROLL
           for (int j = 0; j < K; ++j) {
-            const int ww = TRANSPOSED ? w - (j - P) : w + (j - P);
-            if (ww < 0 || ww >= W) continue;
-            const int at = hh * W + ww;
-            const acc_t tap = io::load(kp + (long long)(i * K + j) * plane_size + (TRANSPOSED ? at : pix));
             DWC_UNROLL
-            for (int cc = 0; cc < CB; ++cc) {
-              if (cc < count) acc[cc] = io::fma(tap, io::load(s0 + cc * plane_size + at), acc[cc]);
+            for (int p = 0; p < S; ++p) {
+              const int wt = TRANSPOSED ? w0 + p - j + P : w0 + p;
+              const int row = TRANSPOSED ? hh : h;
+              tap[j][p] = wt >= 0 && wt < W ? io::load(kp + (long long)(i * K + j) * plane_size + row * W + wt)
+                                            : acc_t(0);
+            }
+          }
+          DWC_UNROLL
+          for (int cc = 0; cc < CB; ++cc) {
+            if (cc < count) {
+              const T* srow = s0 + cc * plane_size + hh * W;
+              acc_t v[SPAN];  // v[t] = src[c, hh, w0 - P + t], zero outside the image
+              DWC_UNROLL
+              for (int t = 0; t < SPAN; ++t) {
+                const int ws = w0 - P + t;
+                v[t] = ws >= 0 && ws < W ? io::load(srow + ws) : acc_t(0);
+              }
+              DWC_UNROLL
+              for (int j = 0; j < K; ++j) {
+                DWC_UNROLL
+                for (int p = 0; p < S; ++p) {
+                  acc[cc][p] = io::fma(tap[j][p], v[TRANSPOSED ? p - j + 2 * P : p + j], acc[cc][p]);
+                }
+              }
             }
           }
         }
 
-        T* d0 = dst + (channel0 + c0) * plane_size + pix;
+        T* d0 = dst + (channel0 + c0) * plane_size + (long long)h * W + w0;
         DWC_UNROLL
         for (int cc = 0; cc < CB; ++cc) {
-          if (cc < count) io::store(d0 + cc * plane_size, acc[cc]);
+          DWC_UNROLL
+          for (int p = 0; p < S; ++p) {
+            if (cc < count && w0 + p < W) io::store(d0 + cc * plane_size + p, acc[cc][p]);
+          }
         }
       }
     }
@@ -234,7 +290,7 @@ __device__ __forceinline__ void dwc_gather(const T* __restrict__ src, const T* _
 
 // out = dynamic_dwconv(x, kern)
 template <typename T, int K>
-__global__ void __launch_bounds__(DWC_BLOCK_THREADS, DWC_MIN_BLOCKS)
+__global__ void __launch_bounds__(DWC_BLOCK_THREADS, DWC_GATHER_MIN_BLOCKS)
 dwconv_forward(const T* __restrict__ x, const T* __restrict__ kern, T* __restrict__ out,
                int N, int C, int G, int H, int W) {
   dwc_gather<T, K, false>(x, kern, out, N, C, G, H, W);
@@ -242,7 +298,7 @@ dwconv_forward(const T* __restrict__ x, const T* __restrict__ kern, T* __restric
 
 // grad_x = d(sum(out * grad_out)) / dx
 template <typename T, int K>
-__global__ void __launch_bounds__(DWC_BLOCK_THREADS, DWC_MIN_BLOCKS)
+__global__ void __launch_bounds__(DWC_BLOCK_THREADS, DWC_GATHER_MIN_BLOCKS)
 dwconv_grad_input(const T* __restrict__ grad_out, const T* __restrict__ kern, T* __restrict__ grad_x,
                   int N, int C, int G, int H, int W) {
   dwc_gather<T, K, true>(grad_out, kern, grad_x, N, C, G, H, W);

@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 
-# (N, C, G, H, W, K): ragged channel blocks (C/G not a multiple of 8), K larger than H and W.
+# (N, C, G, H, W, K): ragged channel blocks (C/G not a multiple of 6) and strips, K larger than H and W.
 SHAPES = [(1, 6, 1, 5, 7, 3), (3, 20, 2, 6, 10, 7), (2, 9, 9, 3, 2, 5), (1, 3, 3, 13, 5, 11), (1, 10, 1, 7, 12, 9)]
 DTYPES = [(0, np.float32), (1, np.float64), (2, np.float16), (3, np.uint16)]  # 3: bfloat16 bits
 

@@ -39,13 +39,14 @@ def gxx() -> Optional[str]:
     return shutil.which(os.environ.get("CXX", "g++")) or shutil.which("g++")
 
 
-def build_cpu_library(out_dir: Path) -> Path:
-    """Compile the emulation with warnings as errors; returns the shared library's path."""
+def build_cpu_library(out_dir: Path, strip: int = cupy_backend.STRIP) -> Path:
+    """Compile the emulation with warnings as errors, ``strip`` outputs per thread in the gather
+    passes (the launcher's by default); returns the shared library's path."""
     compiler = gxx()
     if compiler is None:
         raise FileNotFoundError("g++ not found")
-    lib = out_dir / "libdwconv_cpu.so"
-    cmd = [compiler, "-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC",
+    lib = out_dir / f"libdwconv_cpu_s{strip}.so"
+    cmd = [compiler, "-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", f"-DDWC_STRIP={strip}",
            str(CPU_ENTRY), "-o", str(lib)]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
@@ -56,7 +57,8 @@ def build_cpu_library(out_dir: Path) -> Path:
 class CpuKernels:
     """The three CUDA kernels, run on the CPU by cpu_shim.h's block/thread loop."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, strip: int = cupy_backend.STRIP) -> None:
+        self.strip = strip  # what the library was built with (build_cpu_library)
         self.lib = ctypes.CDLL(str(path))
         self.lib.dwc_cpu_run.restype = ctypes.c_int
         self.lib.dwc_cpu_run.argtypes = [ctypes.c_int] * 3 + [ctypes.c_void_p] * 3 + [ctypes.c_int] * 5 \
@@ -73,7 +75,8 @@ class CpuKernels:
     def _run(self, op: int, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, shape: Tuple[int, ...],
              k: int, launch: Optional[Launch]) -> torch.Tensor:
         n, c, g, h, w = shape
-        (gx, gy, _), (bx, _, _) = launch or cupy_backend.launch_config(n, g, h, w)
+        strip = 1 if op == OP_GRAD_KERNELS or out.dtype == torch.float64 else self.strip  # as the .cu's dwc_strip
+        (gx, gy, _), (bx, _, _) = launch or cupy_backend.launch_config(n, g, h, w, strip=strip)
         for t in (a, b, out):
             assert t.is_contiguous() and t.device.type == "cpu" and t.dtype == out.dtype
         rc = self.lib.dwc_cpu_run(op, DTYPE_CODES[out.dtype], k, a.data_ptr(), b.data_ptr(), out.data_ptr(),

@@ -104,6 +104,19 @@ def test_any_launch_shape_gives_identical_results(cpu_kernels: CpuKernels, n: in
             assert torch.equal(a, b), f"launch {launch} differs"
 
 
+@pytest.mark.parametrize("strip", [1, 3, 4])
+def test_every_strip_width_gives_the_same_bits(cpu_kernels: CpuKernels, tmp_path: Path, strip: int) -> None:
+    """The gather passes sum each output's terms in the same order whatever the strip of outputs a
+    thread takes (DWC_STRIP, a tuning knob): same bits as the launcher's strip, in every dtype,
+    with a ragged last strip (W not a multiple of the strip) and rows narrower than the strip."""
+    other = CpuKernels(build_cpu_library(tmp_path, strip=strip), strip=strip)
+    for n, c, g, h, w, k in [p.values for p in SHAPES]:
+        for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+            x, kernels, grad_out = random_case(n, c, g, h, w, k, dtype, seed=strip)
+            assert torch.equal(other.forward(x, kernels), cpu_kernels.forward(x, kernels)), (n, c, g, h, w, k, dtype)
+            assert torch.equal(other.grad_input(grad_out, kernels), cpu_kernels.grad_input(grad_out, kernels))
+
+
 def test_production_launch_covers_every_output_once(cpu_kernels: CpuKernels) -> None:
     """More (n, g) planes than threads along y and a ragged last block: nothing left unwritten."""
     n, c, g, h, w, k = 3, 6, 3, 17, 19, 3  # 323 pixels: two 256-thread blocks, the second ragged

@@ -128,9 +128,17 @@ def test_source_is_found_and_is_the_repository_file() -> None:
     assert path.name == "dynamic_dwconv.cu" and "dwconv_forward" in cupy_backend.kernel_source()
 
 
-def test_block_size_agrees_with_the_source() -> None:
+def test_block_size_and_strip_agree_with_the_source() -> None:
     assert f"#define DWC_BLOCK_THREADS {cupy_backend.BLOCK_THREADS}" in cupy_backend.kernel_source()
     assert f"-DDWC_BLOCK_THREADS={cupy_backend.BLOCK_THREADS}" in cupy_backend.nvrtc_options()
+    assert f"#define DWC_STRIP {cupy_backend.STRIP}" in cupy_backend.kernel_source()
+    assert f"-DDWC_STRIP={cupy_backend.STRIP}" in cupy_backend.nvrtc_options()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_strip_widths(dtype: torch.dtype) -> None:
+    forward, grad_input, grad_kernels = (cupy_backend.strip_width(name, dtype) for name in cupy_backend.KERNEL_NAMES)
+    assert forward == grad_input == (1 if dtype == torch.float64 else cupy_backend.STRIP) and grad_kernels == 1
 
 
 @pytest.mark.parametrize("dtype,type_name", [(torch.float32, "float"), (torch.float64, "double"),
@@ -154,6 +162,8 @@ def test_launch_config_is_within_cuda_limits(n: int, g: int, h: int, w: int) -> 
     assert 1 <= gx <= 2**31 - 1 and 1 <= gy <= 65535
     assert gx * bx >= h * w  # one thread per pixel (the y loop strides when N*G > 65535)
     assert gy == min(n * g, 65535)
+    (sx, sy, _), _ = cupy_backend.launch_config(n, g, h, w, strip=4)
+    assert sx * bx >= h * -(-w // 4) and (sx - 1) * bx < h * -(-w // 4) and sy == gy  # one thread per strip
 
 
 def test_unavailable_reasons_on_cpu() -> None:

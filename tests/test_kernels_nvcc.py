@@ -102,7 +102,7 @@ def test_nvrtc_compiles_what_the_cupy_backend_asks_for(nvrtc: Nvrtc, arch: str) 
 
 def test_nvrtc_rejects_a_broken_source(nvrtc: Nvrtc) -> None:
     """The compile check can fail: a typo in the source is an error with a log, not a silent pass."""
-    broken = cupy_backend.kernel_source().replace("acc[cc] = io::fma", "acc[cc] = io::fmaa", 1)
+    broken = cupy_backend.kernel_source().replace("acc[cc][p] = io::fma", "acc[cc][p] = io::fmaa", 1)
     name = cupy_backend.name_expressions(torch.float32, 3)[0]
     rc, log, _, _ = nvrtc.compile(broken, cupy_backend.nvrtc_options() + ("-arch=compute_75",), [name])
     assert rc != 0 and "fmaa" in log

@@ -82,6 +82,20 @@ def test_tlc_changes_eval_but_not_train_mode() -> None:
     assert torch.allclose(whole, trained, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype,tolerance", [(torch.float16, 0.02), (torch.bfloat16, 0.1)])
+def test_16bit_model_stays_16bit_over_tlc_windows(dtype: torch.dtype, tolerance: float) -> None:
+    """A 16-bit model over a map larger than the TLC window, on the PyTorch-ops path (the one CUDA
+    takes; autograd forces it here): every layer stays in the model's dtype (a float32 buffer once
+    promoted the map and the next LayerNorm refused it), and the output is near float32's."""
+    model = random_model(small_config(tlc_window=8))
+    x = torch.rand(1, 3, 20, 17)
+    with torch.no_grad():
+        expected = model(x)
+    out = model.to(dtype)(x.to(dtype).requires_grad_())
+    assert out.dtype == dtype
+    assert (out.float() - expected).abs().max().item() < tolerance
+
+
 def test_train_mode_is_differentiable() -> None:
     model = random_model(small_config()).train()
     x = torch.rand(2, 3, 10, 10, requires_grad=True)

@@ -245,6 +245,33 @@ def test_channel_layer_norm_equals_manual_formula() -> None:
     assert torch.allclose(norm(x), expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("channels", [12, 48, 90])
+def test_layer_norm_by_reductions_is_as_accurate_as_the_fused_kernel(dtype: torch.dtype, channels: int) -> None:
+    """The CUDA inference path of the channel LayerNorm (run here on the CPU: the same ops) against
+    float64. Rows far from zero (mean 50, std 3) make a mean rounded to 16 bits show at once."""
+    gen = torch.Generator().manual_seed(channels)
+    x = (torch.randn(2, 9, 7, channels, generator=gen) * 3 + 50).to(dtype)
+    weight = torch.randn(channels, generator=gen).to(dtype)
+    bias = torch.randn(channels, generator=gen).to(dtype)
+    exact = F.layer_norm(x.double(), (channels,), weight.double(), bias.double(), 1e-5)
+    ours = layers.layer_norm_by_reductions(x, weight, bias, 1e-5)
+    fused = F.layer_norm(x, (channels,), weight, bias, 1e-5)
+    assert ours.dtype == dtype and ours.shape == x.shape
+    ours_error = (ours.double() - exact).abs().max().item()
+    assert ours_error <= max((fused.double() - exact).abs().max().item(), 1e-5)
+    if dtype != torch.float32:  # correctly rounded: float32 arithmetic, one rounding at the end
+        assert (ours == exact.to(dtype)).double().mean().item() > 0.99
+
+
+def test_channel_layer_norm_takes_the_fused_kernel_off_cuda_and_under_autograd() -> None:
+    x, weight, bias = torch.randn(1, 3, 4, 48), torch.randn(48), torch.randn(48)
+    assert torch.equal(layers.channel_layer_norm(x, weight, bias, 1e-5), F.layer_norm(x, (48,), weight, bias, 1e-5))
+    x.requires_grad_()
+    layers.channel_layer_norm(x, weight, bias, 1e-5).sum().backward()
+    assert x.grad is not None
+
+
 @pytest.mark.parametrize("height,rows,halo", [(10, 3, 1), (128, 41, 3), (5, 8, 2), (7, 1, 0)])
 def test_row_bands_cover_every_row_once_with_their_halo(height: int, rows: int, halo: int) -> None:
     bands = list(row_bands(height, rows, halo))
@@ -308,3 +335,22 @@ def test_torch_paths_on_cuda_match_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
         cpu = model(x)
         gpu = model.cuda()(x.cuda()).cpu()
     assert torch.allclose(cpu, gpu, atol=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_channel_layer_norm_on_cuda_matches_the_fused_kernel(dtype: torch.dtype) -> None:
+    """CUDA inference takes layer_norm_by_reductions for DLGSANet's widths: same values as
+    PyTorch's kernel (both float32 inside), including batch, odd sizes and a strided input."""
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    for shape in [(1, 37, 53, 48), (3, 16, 9, 90), (2, 5, 7, 12)]:
+        x = (torch.randn(*shape, device="cuda", generator=gen) * 3 + 5).to(dtype)
+        weight = torch.randn(shape[-1], device="cuda", generator=gen).to(dtype)
+        bias = torch.randn(shape[-1], device="cuda", generator=gen).to(dtype)
+        for tensor in (x, x.transpose(1, 2)):
+            with torch.no_grad():
+                ours = layers.channel_layer_norm(tensor, weight, bias, 1e-5)
+            theirs = F.layer_norm(tensor, shape[-1:], weight, bias, 1e-5)
+            assert ours.dtype == dtype
+            tolerance = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}[dtype]
+            torch.testing.assert_close(ours, theirs, rtol=0, atol=tolerance)

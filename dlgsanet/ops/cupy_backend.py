@@ -29,6 +29,7 @@ from .sources import kernel_file
 
 SOURCE_NAME = "dynamic_dwconv.cu"
 BLOCK_THREADS = 256  # must match DWC_BLOCK_THREADS in the .cu (its __launch_bounds__)
+STRIP = 2  # outputs along a row per thread in the forward and grad-input passes (DWC_STRIP in the .cu)
 MAX_GRID_Y = 65535
 MAX_PLANE_PIXELS = 1 << 30  # the kernels index one H x W plane with 32-bit integers
 
@@ -79,17 +80,24 @@ def name_expressions(dtype: torch.dtype, kernel_size: int) -> Tuple[str, str, st
 
 def nvrtc_options() -> Tuple[str, ...]:
     """NVRTC options of our own (cupy adds ``-arch``, ``-ftz=true`` and a default-device flag)."""
-    return ("--std=c++14", f"-DDWC_BLOCK_THREADS={BLOCK_THREADS}")
+    return ("--std=c++14", f"-DDWC_BLOCK_THREADS={BLOCK_THREADS}", f"-DDWC_STRIP={STRIP}")
 
 
-def launch_config(n: int, groups: int, height: int, width: int,
-                  block: int = BLOCK_THREADS) -> Tuple[Tuple[int, int, int], Tuple[int, int, int]]:
-    """Grid and block for all three kernels: x runs along the pixels of a plane, y over (n, g).
+def strip_width(kernel: str, dtype: torch.dtype) -> int:
+    """Outputs along a row that one thread of ``kernel`` computes (``dwc_strip`` in the .cu): the
+    gather passes take STRIP in 32- and 16-bit storage and one in float64; grad_kernels one."""
+    return STRIP if kernel in KERNEL_NAMES[:2] and dtype != torch.float64 else 1
+
+
+def launch_config(n: int, groups: int, height: int, width: int, block: int = BLOCK_THREADS,
+                  strip: int = 1) -> Tuple[Tuple[int, int, int], Tuple[int, int, int]]:
+    """Grid and block for the kernels: x runs over the strips of ``strip`` pixels of a plane's
+    rows (one thread each), y over (n, g).
 
     The kernels use grid-stride loops in both directions, so the caps here never lose work.
     """
-    pixels = height * width
-    grid_x = max(1, min((pixels + block - 1) // block, 2**31 - 1))
+    tasks = height * -(-width // strip)
+    grid_x = max(1, min((tasks + block - 1) // block, 2**31 - 1))
     grid_y = max(1, min(n * groups, MAX_GRID_Y))
     return (grid_x, grid_y, 1), (block, 1, 1)
 
@@ -208,10 +216,10 @@ def _stream(cupy: Any, device: torch.device) -> Any:
 
 
 def _launch(kernel: Any, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor,
-            shape: Tuple[int, int, int, int, int]) -> None:
+            shape: Tuple[int, int, int, int, int], strip: int) -> None:
     """Run one kernel on torch's current stream; ``shape`` is (N, C, G, H, W) of the convolution."""
     n, channels, groups, height, width = shape
-    grid, block = launch_config(n, groups, height, width)
+    grid, block = launch_config(n, groups, height, width, strip=strip)
     cupy = import_cupy()
     import numpy as np  # noqa: PLC0415 - cupy depends on numpy; keep this module's import light
 
@@ -234,7 +242,8 @@ class DynamicDWConvFunction(torch.autograd.Function):
         groups, k = kernels.shape[1], kernels.shape[2]
         out = torch.empty_like(x, memory_format=torch.contiguous_format)
         if out.numel():
-            _launch(compiled_kernels(x.device.index, x.dtype, k).forward, x, kernels, out, (n, c, groups, h, w))
+            _launch(compiled_kernels(x.device.index, x.dtype, k).forward, x, kernels, out, (n, c, groups, h, w),
+                    strip_width(KERNEL_NAMES[0], x.dtype))
         ctx.save_for_backward(x, kernels)
         return out
 
@@ -250,11 +259,12 @@ class DynamicDWConvFunction(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = torch.empty_like(x, memory_format=torch.contiguous_format)
             if grad_x.numel():
-                _launch(compiled.grad_input, grad_out, kernels, grad_x, (n, c, groups, h, w))
+                _launch(compiled.grad_input, grad_out, kernels, grad_x, (n, c, groups, h, w),
+                        strip_width(KERNEL_NAMES[1], x.dtype))
         if ctx.needs_input_grad[1]:
             grad_k = torch.empty_like(kernels, memory_format=torch.contiguous_format)
             if grad_k.numel():
-                _launch(compiled.grad_kernels, x, grad_out, grad_k, (n, c, groups, h, w))
+                _launch(compiled.grad_kernels, x, grad_out, grad_k, (n, c, groups, h, w), 1)
         return grad_x, grad_k
 
 
