@@ -265,6 +265,25 @@ inline void report_failure(bool ok, int& status) {
     status = 2;
 }
 
+// body(task, scratch) for every task in [0, tasks), statically shared among `threads` OpenMP
+// threads, each with its own Scratch of `sizes` floats. Returns 0, or 2 when a thread could not
+// allocate its buffers (its tasks are skipped, see report_failure).
+template <class Body>
+int for_each_task(int threads, int64_t tasks, std::initializer_list<int64_t> sizes, Body body) {
+    (void)threads;  // unused in a build without OpenMP
+    int status = 0;
+#pragma omp parallel num_threads(threads > 0 ? threads : 1)
+    {
+        const Scratch<float> own(sizes);
+        report_failure(own.ok(), status);
+#pragma omp for schedule(static)
+        for (int64_t task = 0; task < tasks; ++task) {
+            if (own.ok()) body(task, own);
+        }
+    }
+    return status;
+}
+
 // One pixel of a block's output: dst = (proj + bias) + residual over its channels, the bias
 // (null: none) added first, as the PyTorch path adds it inside the 1x1 conv.
 inline void add_projection(float* dst, const float* proj, const float* bias, const float* residual, int channels) {
@@ -414,20 +433,15 @@ int run_ring(const RingPass& q, int threads) {
     const int64_t tasks = static_cast<int64_t>(per_image) * runs;
     const int64_t ring_size = static_cast<int64_t>(kFfnCols + 2) * q.wide;
     const int stage = q.gated ? q.hp : q.wide;  // floats per pixel of a depth-wise output row
-    int status = 0;
-#pragma omp parallel num_threads(threads > 0 ? threads : 1)
-    {
-        const Scratch<float> own({3 * ring_size, q.norm_weight ? static_cast<int64_t>(kFfnCols + 2) * q.channels : 0,
-                                  q.gated ? static_cast<int64_t>(kFfnCols) * stage : 0,
-                                  q.gated ? static_cast<int64_t>(kFfnCols) * cp : 0});
-        float* ring = own[0];
-        float* normed = own[1];
-        float* row = own[2];
-        float* proj = own[3];
-        report_failure(own.ok(), status);
-#pragma omp for schedule(static)
-        for (int64_t task = 0; task < tasks; ++task) {
-            if (!own.ok()) continue;
+    return for_each_task(
+        threads, tasks,
+        {3 * ring_size, q.norm_weight ? static_cast<int64_t>(kFfnCols + 2) * q.channels : 0,
+         q.gated ? static_cast<int64_t>(kFfnCols) * stage : 0, q.gated ? static_cast<int64_t>(kFfnCols) * cp : 0},
+        [&](int64_t task, const Scratch<float>& own) {
+            float* ring = own[0];
+            float* normed = own[1];
+            float* row = own[2];
+            float* proj = own[3];
             const int cb = static_cast<int>(task % col_blocks);
             const int run = static_cast<int>((task / col_blocks) % runs);
             const int b = static_cast<int>(task / col_blocks / runs);
@@ -469,9 +483,7 @@ int run_ring(const RingPass& q, int threads) {
                     add_projection(q.out + (pixel + p) * q.channels, proj + p * cp, q.out_bias,
                                    q.residual + (pixel + p) * q.channels, q.channels);
             }
-        }
-    }
-    return status;
+        });
 }
 
 // ---- SparseGSA's attention on the TLC windows ----
@@ -560,7 +572,6 @@ int dlg_openmp() {
 int dlg_dynamic_conv(const float* x, int x_rows, int x_offset, const float* hyper, int hyper_rows, int hyper_offset,
                      const float* wk, const float* bias, float* out, int batch, int channels, int groups, int ksize,
                      int reduced, int height, int width, int threads) {
-    (void)threads;  // unused in a build without OpenMP
     const int taps = ksize * ksize, pad = ksize / 2;
     if (taps > kMaxTaps || ksize % 2 == 0 || groups <= 0 || channels % groups) return 1;
     const int per_group = channels / groups;
@@ -573,19 +584,14 @@ int dlg_dynamic_conv(const float* x, int x_rows, int x_offset, const float* hype
     const int col_blocks = (width + kColBlock - 1) / kColBlock;
     // one task: an image row's block of columns, all groups (the hyper features are copied once)
     const int64_t tasks = static_cast<int64_t>(batch) * height * col_blocks;
-    int status = 0;
-#pragma omp parallel num_threads(threads > 0 ? threads : 1)
-    {
-        alignas(32) float k[kMaxTaps * kColBlock];
-        const Scratch<float> own({static_cast<int64_t>(reduced) * kColBlock, per_group * tile});
-        float* h = own[0];
-        float* tiles = own[1];
-        float* dst[kMaxPerGroup];
-        const float* src[kMaxPerGroup];
-        report_failure(own.ok(), status);
-#pragma omp for schedule(static)
-        for (int64_t task = 0; task < tasks; ++task) {
-            if (!own.ok()) continue;
+    return for_each_task(
+        threads, tasks, {static_cast<int64_t>(reduced) * kColBlock, per_group * tile},
+        [&](int64_t task, const Scratch<float>& own) {
+            alignas(32) float k[kMaxTaps * kColBlock];
+            float* h = own[0];
+            float* tiles = own[1];
+            float* dst[kMaxPerGroup];
+            const float* src[kMaxPerGroup];
             const int cb = static_cast<int>(task % col_blocks);
             const int y = static_cast<int>((task / col_blocks) % height);
             const int b = static_cast<int>(task / col_blocks / height);
@@ -622,9 +628,7 @@ int dlg_dynamic_conv(const float* x, int x_rows, int x_offset, const float* hype
                 }
                 filter_group(dst, src, k, tile_w, ksize, n, per_group);
             }
-        }
-    }
-    return status;
+        });
 }
 
 // The feed-forward (GDFN) of a channels-last map in one pass (see RingPass):
@@ -792,23 +796,17 @@ int dlg_window_attention(const float* qkv, const float* residual, float* out, co
 int dlg_mhdlsa_in(const float* x, int64_t x_batch_stride, const float* norm_weight, const float* norm_bias, float eps,
                   const float* w0, const float* w_reduce, const float* reduce_bias, float* planes, float* hyper,
                   int batch, int pixels, int channels, int reduced, int threads) {
-    (void)threads;  // unused in a build without OpenMP
     constexpr int kCols = 4 * kNR;
     const int blocks = (pixels + kCols - 1) / kCols;
     const int64_t tasks = static_cast<int64_t>(batch) * blocks;
     const int64_t block = static_cast<int64_t>(kCols) * channels;
-    int status = 0;
-#pragma omp parallel num_threads(threads > 0 ? threads : 1)
-    {
-        const Scratch<float> own({block, block, block, static_cast<int64_t>(reduced) * kCols});
-        float* normed = own[0];
-        float* panels = own[1];
-        float* mid = own[2];
-        float* low = own[3];
-        report_failure(own.ok(), status);
-#pragma omp for schedule(static)
-        for (int64_t task = 0; task < tasks; ++task) {
-            if (!own.ok()) continue;
+    return for_each_task(
+        threads, tasks, {block, block, block, static_cast<int64_t>(reduced) * kCols},
+        [&](int64_t task, const Scratch<float>& own) {
+            float* normed = own[0];
+            float* panels = own[1];
+            float* mid = own[2];
+            float* low = own[3];
             const int b = static_cast<int>(task / blocks), p0 = static_cast<int>(task % blocks) * kCols;
             const int n = pixels - p0 < kCols ? pixels - p0 : kCols;
             const float* src = x + b * x_batch_stride + static_cast<int64_t>(p0) * channels;
@@ -836,9 +834,7 @@ int dlg_mhdlsa_in(const float* x, int64_t x_batch_stride, const float* norm_weig
                 const float bias = reduce_bias ? reduce_bias[r] : 0.0f;
                 for (int l = 0; l < n; ++l) hd[static_cast<int64_t>(r) * pixels + l] = low[r * kCols + l] + bias;
             }
-        }
-    }
-    return status;
+        });
 }
 
 // MHDLSA's way out: out = residual + W1 acc, back to channels-last.
@@ -846,7 +842,6 @@ int dlg_mhdlsa_in(const float* x, int64_t x_batch_stride, const float* norm_weig
 //   + b * batch_stride (rows of a larger map); out may be the residual
 int dlg_mhdlsa_out(const float* acc, const float* w1, const float* residual, float* out, int64_t batch_stride,
                    int batch, int pixels, int channels, int threads) {
-    (void)threads;  // unused in a build without OpenMP
     const int cp = (channels + kNR - 1) / kNR * kNR;
     const Scratch<float> weights({static_cast<int64_t>(cp) * channels});
     if (!weights.ok()) return 2;
@@ -855,16 +850,11 @@ int dlg_mhdlsa_out(const float* acc, const float* w1, const float* residual, flo
     constexpr int kCols = 64;
     const int blocks = (pixels + kCols - 1) / kCols;
     const int64_t tasks = static_cast<int64_t>(batch) * blocks;
-    int status = 0;
-#pragma omp parallel num_threads(threads > 0 ? threads : 1)
-    {
-        const Scratch<float> own({static_cast<int64_t>(kCols) * channels, static_cast<int64_t>(kCols) * cp});
-        float* rows = own[0];
-        float* proj = own[1];
-        report_failure(own.ok(), status);
-#pragma omp for schedule(static)
-        for (int64_t task = 0; task < tasks; ++task) {
-            if (!own.ok()) continue;
+    return for_each_task(
+        threads, tasks, {static_cast<int64_t>(kCols) * channels, static_cast<int64_t>(kCols) * cp},
+        [&](int64_t task, const Scratch<float>& own) {
+            float* rows = own[0];
+            float* proj = own[1];
             const int b = static_cast<int>(task / blocks), p0 = static_cast<int>(task % blocks) * kCols;
             const int n = pixels - p0 < kCols ? pixels - p0 : kCols;
             const float* a = acc + static_cast<int64_t>(b) * channels * pixels + p0;
@@ -875,9 +865,7 @@ int dlg_mhdlsa_out(const float* acc, const float* w1, const float* residual, flo
             for (int l = 0; l < n; ++l)
                 add_projection(out + at + static_cast<int64_t>(l) * channels, proj + l * cp, nullptr,
                                residual + at + static_cast<int64_t>(l) * channels, channels);
-        }
-    }
-    return status;
+        });
 }
 
 
