@@ -29,3 +29,7 @@ class TileOutOfMemoryError(DLGSANetError, MemoryError):
 
 class TileSettingsError(DLGSANetError, ValueError):
     """A tile size, overlap or ramp that cannot work (negative, overlap >= tile, ...)."""
+
+
+class OutputSizeError(DLGSANetError, ValueError):
+    """An output scale or size that cannot be made (zero, negative, not a number)."""

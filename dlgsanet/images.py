@@ -1,12 +1,14 @@
 """Reading and writing image files for the command line, without losing what the user had.
 
 RGBA keeps its alpha, grayscale stays grayscale, 16-bit PNG is read and written at 16 bits
-(Pillow truncates 16-bit RGB PNGs to 8 bits, so those go through pypng or OpenCV), EXIF
-orientation is applied, and the ICC profile is carried over.
+(Pillow truncates 16-bit colour and grey+alpha PNGs to 8 bits, so those are read through pypng
+or OpenCV, and every 16-bit PNG is written by ``_write_png16``), EXIF orientation is applied,
+and the ICC profile is carried over. Outputs appear only complete (temporary file, rename).
 """
 from __future__ import annotations
 
 import os
+import secrets
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,20 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in EXTENSIONS
 
 
+def image_size(path: Path) -> Optional[tuple[int, int]]:
+    """(height, width) as :func:`read_image` will return it (EXIF rotation applied), from the
+    file's header without decoding; None when it cannot be read (reported when read for real)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            rotated = im.getexif().get(0x0112) in (5, 6, 7, 8)  # orientations that swap the sides
+    except Exception:  # noqa: BLE001 - any failure here is reported by read_image later
+        return None
+    return (w, h) if rotated else (h, w)
+
+
 def _png_header(path: Path) -> Optional[tuple[int, int]]:
     """(bit depth, colour type) of a PNG file, or None when it is not a PNG."""
     with open(path, "rb") as f:
@@ -44,9 +60,11 @@ def _png_header(path: Path) -> Optional[tuple[int, int]]:
     return head[24], head[25]
 
 
-def _read_png16(path: Path) -> np.ndarray:
-    """A 16-bit RGB/RGBA PNG as uint16 HxWxC (OpenCV when present, else pypng)."""
+def _read_png16(path: Path, colour_type: int) -> np.ndarray:
+    """A 16-bit grey+alpha/RGB/RGBA PNG as uint16 HxWxC (OpenCV when present for colour, else pypng)."""
     try:
+        if colour_type == 4:
+            raise ImportError  # OpenCV turns grey+alpha into BGRA; pypng keeps the two planes
         import cv2  # type: ignore
 
         arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
@@ -57,11 +75,14 @@ def _read_png16(path: Path) -> np.ndarray:
     try:
         import png  # type: ignore  (pypng)
     except ImportError:
-        raise ImageInputError(f"{path.name} is a 16-bit colour PNG; reading it without clipping needs "
+        raise ImageInputError(f"{path.name} is a 16-bit PNG with colour or alpha; reading it without clipping needs "
                               f"'pypng' or 'opencv-python' (pip install pypng)") from None
-    width, height, rows, info = png.Reader(filename=str(path)).asDirect()
-    planes = info["planes"]
-    return np.vstack([np.asarray(r, dtype=np.uint16) for r in rows]).reshape(height, width, planes)
+    try:
+        width, height, rows, info = png.Reader(filename=str(path)).asDirect()
+        planes = info["planes"]
+        return np.vstack([np.asarray(r, dtype=np.uint16) for r in rows]).reshape(height, width, planes)
+    except Exception as e:  # noqa: BLE001 - pypng's own errors (FormatError, ChunkError, zlib)
+        raise ImageInputError(f"cannot read {path}: the file is damaged or truncated ({e})") from None
 
 
 def read_image(path: os.PathLike | str) -> LoadedImage:
@@ -70,13 +91,15 @@ def read_image(path: os.PathLike | str) -> LoadedImage:
 
     path = Path(path)
     try:
+        if path.stat().st_size == 0:
+            raise ImageInputError(f"cannot read {path}: the file is empty (0 bytes), not an image")
         with Image.open(path) as im:
             im = ImageOps.exif_transpose(im)
             icc = im.info.get("icc_profile")
             header = _png_header(path)
-            if header is not None and header[0] == 16 and header[1] in (2, 6):
-                arr = _read_png16(path).astype(np.float32) / 65535.0
-                bit_depth, gray = 16, False
+            if header is not None and header[0] == 16 and header[1] in (2, 4, 6):
+                arr = _read_png16(path, header[1]).astype(np.float32) / 65535.0
+                bit_depth, gray = 16, header[1] == 4
             elif im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.asarray(im, dtype=np.float32)[..., None] / 65535.0
                 bit_depth, gray = 16, True
@@ -86,8 +109,15 @@ def read_image(path: os.PathLike | str) -> LoadedImage:
                 target = ("LA" if has_alpha else "L") if gray else ("RGBA" if has_alpha else "RGB")
                 arr = np.asarray(im.convert(target), dtype=np.float32) / 255.0
                 bit_depth = 8
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise ImageInputError(f"cannot read {path}: not a supported image or the file is damaged ({e})") from None
+    except ImageInputError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageInputError(f"cannot read {path}: not a PNG, JPEG or WebP image (or its start is "
+                              f"damaged)") from None
+    except Image.DecompressionBombError as e:
+        raise ImageInputError(f"cannot read {path}: {e}") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageInputError(f"cannot read {path}: the file is damaged or truncated ({e})") from None
     if arr.ndim == 2:
         arr = arr[..., None]
     channels = arr.shape[2]
@@ -112,19 +142,19 @@ def _quantise(x: torch.Tensor, bit_depth: int) -> np.ndarray:
 
 def write_image(path: os.PathLike | str, rgb: torch.Tensor, alpha: Optional[torch.Tensor] = None, *,
                 grayscale: bool = False, bit_depth: int = 8, icc_profile: Optional[bytes] = None,
-                quality: int = 95, overwrite: bool = False) -> Path:
+                quality: int = 95, lossless: bool = False, overwrite: bool = False) -> Path:
     """Encode [3,H,W] ``rgb`` (float 0..1, or uint8) and optional [1,H,W] ``alpha`` to ``path``.
 
-    The format follows the suffix; 16 bits are kept for PNG only. Refuses to replace an
-    existing file unless ``overwrite``; writes through a temporary file so a crash never
-    leaves a half-written image behind.
+    The format follows the suffix; 16 bits are kept for PNG only; JPEG drops alpha (callers
+    warn, :func:`lost_on_write`). ``quality`` (1-100) applies to JPEG and lossy WebP,
+    ``lossless`` to WebP. Refuses to replace an existing file unless ``overwrite``; writes a
+    temporary file beside it and renames it, so an interrupted write never leaves a
+    half-written image under the real name.
     """
-    from PIL import Image
-
     path = Path(path)
     fmt = EXTENSIONS.get(path.suffix.lower())
     if fmt is None:
-        raise ImageInputError(f"cannot write {path.name}: use .png, .jpg or .webp")
+        raise ImageInputError(f"cannot write {path.name}: use .png, .jpg, .jpeg or .webp")
     if path.exists() and not overwrite:
         raise ImageInputError(f"{path} already exists (use --overwrite to replace it)")
     if fmt != "PNG":
@@ -132,26 +162,17 @@ def write_image(path: os.PathLike | str, rgb: torch.Tensor, alpha: Optional[torc
     if rgb.dtype == torch.uint8:
         rgb = rgb.float() / 255.0
     planes = [rgb.float().mean(0, keepdim=True)] if grayscale else [rgb]
-    if alpha is not None:
-        if fmt == "JPEG":
-            alpha = None  # JPEG has no alpha channel
-        else:
-            planes.append(alpha.float() / (255.0 if alpha.dtype == torch.uint8 else 1.0))
+    if alpha is not None and fmt != "JPEG":  # JPEG has no alpha channel
+        planes.append(alpha.float() / (255.0 if alpha.dtype == torch.uint8 else 1.0))
     arr = _quantise(torch.cat(planes, 0), bit_depth).transpose(1, 2, 0)
-    tmp = path.with_name(f".{path.name}.partial")
+    # A unique name beside the target (same file system: the rename is atomic); created by the
+    # encoder with the usual permissions, unlike mkstemp's owner-only file.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
     try:
-        if bit_depth == 16 and arr.shape[2] >= 2:
-            _write_png16(tmp, arr)
+        if bit_depth == 16:
+            _write_png16(tmp, arr, icc_profile)
         else:
-            if bit_depth == 16:
-                im = Image.fromarray(arr[..., 0], mode="I;16")
-            else:
-                mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[arr.shape[2]]
-                im = Image.fromarray(arr[..., 0] if mode == "L" else arr, mode=mode)
-            options = {"icc_profile": icc_profile} if icc_profile else {}
-            if fmt in ("JPEG", "WEBP"):
-                options["quality"] = quality
-            im.save(tmp, format=fmt, **options)
+            _pillow_image(arr).save(tmp, format=fmt, **_save_options(fmt, icc_profile, quality, lossless))
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -159,12 +180,45 @@ def write_image(path: os.PathLike | str, rgb: torch.Tensor, alpha: Optional[torc
     return path
 
 
-def _write_png16(path: Path, arr: np.ndarray) -> None:
-    """16-bit grey+alpha / RGB / RGBA PNG (Pillow cannot write these)."""
+def lost_on_write(path: os.PathLike | str, has_alpha: bool, bit_depth: int) -> list[str]:
+    """What writing an image with these properties to ``path`` throws away (for a warning)."""
+    fmt = EXTENSIONS.get(Path(path).suffix.lower())
+    lost = []
+    if has_alpha and fmt == "JPEG":
+        lost.append("transparency (JPEG has no alpha channel)")
+    if bit_depth == 16 and fmt in ("JPEG", "WEBP"):
+        lost.append(f"16-bit depth ({fmt} stores 8 bits)")
+    return lost
+
+
+def _pillow_image(arr: np.ndarray):
+    """uint8 HxWxC -> PIL image; ``frombytes`` with an explicit mode works on every Pillow
+    (``fromarray(mode=...)`` is deprecated in 11.3 and fails in 13)."""
+    from PIL import Image
+
+    h, w, c = arr.shape
+    mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[c]
+    return Image.frombytes(mode, (w, h), np.ascontiguousarray(arr, dtype=np.uint8).tobytes())
+
+
+def _save_options(fmt: str, icc_profile: Optional[bytes], quality: int, lossless: bool) -> dict:
+    options: dict = {"icc_profile": icc_profile} if icc_profile else {}
+    if fmt == "JPEG":
+        options["quality"] = quality
+    elif fmt == "WEBP" and lossless:
+        options.update(lossless=True, quality=100)  # quality = effort when lossless
+    elif fmt == "WEBP":
+        options["quality"] = quality
+    return options
+
+
+def _write_png16(path: Path, arr: np.ndarray, icc_profile: Optional[bytes] = None) -> None:
+    """16-bit grey / grey+alpha / RGB / RGBA PNG with its ICC profile (Pillow cannot write the
+    multi-channel ones, and its 16-bit grey path depends on deprecated array modes)."""
     import zlib
 
     h, w, c = arr.shape
-    colour_type = {2: 4, 3: 2, 4: 6}[c]
+    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[c]
     raw = np.zeros((h, 1 + w * c * 2), dtype=np.uint8)
     raw[:, 1:] = arr.astype(">u2").reshape(h, -1).view(np.uint8)
 
@@ -174,5 +228,7 @@ def _write_png16(path: Path, arr: np.ndarray) -> None:
     with open(path, "wb") as f:
         f.write(b"\x89PNG\r\n\x1a\n")
         f.write(chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0)))
+        if icc_profile:
+            f.write(chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc_profile)))
         f.write(chunk(b"IDAT", zlib.compress(raw.tobytes(), 6)))
         f.write(chunk(b"IEND", b""))

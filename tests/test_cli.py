@@ -73,6 +73,18 @@ def test_16bit_png_is_read_without_clipping_and_written_at_16_bits(model_file, t
     assert (width, height, info["bitdepth"]) == (26, 18, 16)
 
 
+def test_16bit_grayscale_png_stays_16bit_grayscale(model_file, tmp_path) -> None:
+    """Issue 17: this crashed in write_image (Pillow 13) after the whole upscale."""
+    png = pytest.importorskip("png")
+    values = (np.arange(9 * 13).reshape(9, 13) * 509 + 3).astype(np.uint16)
+    with open(tmp_path / "grey16.png", "wb") as f:
+        png.Writer(13, 9, bitdepth=16, greyscale=True).write(f, values.tolist())
+    assert main(["upscale", str(tmp_path / "grey16.png"), "-o", str(tmp_path / "o.png"),
+                 "--model", str(model_file), "--quiet"]) == 0
+    width, height, _, info = png.Reader(filename=str(tmp_path / "o.png")).read()
+    assert (width, height, info["bitdepth"], info["greyscale"], info["alpha"]) == (26, 18, 16, True, False)
+
+
 def test_never_overwrites_without_permission(model_file, tmp_path, capsys) -> None:
     Image.fromarray(_rgb()).save(tmp_path / "a.png")
     out = tmp_path / "out.png"
@@ -109,20 +121,20 @@ def test_threads_option_sets_torch_threads(model_file, tmp_path) -> None:
 def test_bad_inputs_are_one_line_errors(model_file, tmp_path) -> None:
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     (tmp_path / "esrgan.pth").write_bytes(b"")
-    cases = [
-        (["upscale", str(tmp_path / "missing.png"), "-o", str(tmp_path / "o")], "input not found"),
+    cases = [  # (arguments, message, exit status: 2 nothing done, 1 an image failed)
+        (["upscale", str(tmp_path / "missing.png"), "-o", str(tmp_path / "o")], "input not found", 2),
         (["upscale", str(tmp_path / "broken.png"), "-o", str(tmp_path / "o"), "--model", str(model_file)],
-         "cannot read"),
+         "cannot read", 1),
         (["upscale", str(tmp_path / "broken.png"), "-o", str(tmp_path / "o"), "--model", str(tmp_path / "esrgan.pth")],
-         "empty"),
-        (["info", str(tmp_path / "nope.safetensors")], "not found"),
+         "empty", 2),
+        (["info", str(tmp_path / "nope.safetensors")], "not found", 2),
         (["upscale", str(tmp_path / "broken.png"), "-o", str(tmp_path / "o"), "--threads", "0"],
-         "--threads must be a positive integer"),
+         "--threads must be a positive integer", 2),
     ]
-    for args, message in cases:
+    for args, message, status in cases:
         proc = subprocess.run([sys.executable, "-m", "dlgsanet", *args], capture_output=True, text=True,
                               cwd=REPO_ROOT)
-        assert proc.returncode == 2, proc.stderr
+        assert proc.returncode == status, proc.stderr
         assert message in proc.stderr and "Traceback" not in proc.stderr
 
 

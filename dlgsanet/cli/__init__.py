@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -50,15 +51,42 @@ def set_threads(threads: Optional[int]) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    except BrokenPipeError:  # every command's output, --help included
+        return _closed_pipe()
+
+
+def _main(argv: list[str]) -> int:
     command = next((a for a in argv if not a.startswith("-")), None)
-    args = build_parser(command if command in COMMANDS else None).parse_args(argv)
+    try:
+        args = build_parser(command if command in COMMANDS else None).parse_args(argv)
+    except SystemExit:  # --help, --version, usage errors: flush now, where a closed pipe is caught
+        sys.stdout.flush()
+        raise
     try:
         set_threads(getattr(args, "threads", None))
-        return int(args._run(args) or 0)
+        status = int(args._run(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows up here, not in the interpreter's exit
+        return status
     except DLGSANetError as e:
         print(f"dlgsanet {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"dlgsanet {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _closed_pipe() -> int:
+    """The reader of our output went away (``dlgsanet info --json | head``): stop quietly.
+
+    stdout is pointed at the null device so that the interpreter's final flush of what is still
+    buffered cannot fail again; the status is the shell's for a command ended by SIGPIPE.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout without a file descriptor (embedded, captured)
+        pass
+    return 141

@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..checkpoint import CONTAINER_KEY, model_from_state_dict, read_checkpoint, save_model
+from ..errors import DLGSANetError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,6 +15,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    out = Path(args.output)
+    if out.suffix.lower() != ".safetensors":
+        raise DLGSANetError(f"OUTPUT must be a .safetensors file name, got {out.name}")
+    if out.exists() and not args.overwrite:  # before the (slow) read, and in the CLI's words
+        raise DLGSANetError(f"{out} already exists; add --overwrite to replace it or choose another name")
     sd, metadata = read_checkpoint(args.input)
     model = model_from_state_dict(sd)
     out = save_model(model, args.output, overwrite=args.overwrite,

@@ -31,8 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace existing --json/--csv files")
     parser.add_argument("--no-bicubic", dest="bicubic", action="store_false",
                         help="skip the bicubic baseline")
-    parser.add_argument("--tile", type=int, default=None, metavar="PX",
-                        help="tile size in LR pixels (default: as `upscale`; tiling can move scores slightly)")
+    parser.add_argument("--tile", default=None, metavar="PX",
+                        help="tile size in LR pixels, at least 96; 0 or auto: as `upscale` (default; "
+                             "tiling can move scores slightly)")
     parser.add_argument("--overlap", type=int, default=None, metavar="PX", help="tile overlap in LR pixels")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
@@ -76,7 +77,10 @@ def run(args: argparse.Namespace) -> int:
     from ..devices import pick_device
     from ..evaluate import check_files, evaluate_folder, find_images
 
-    for name in ("scale", "limit", "tile"):
+    from .upscale_plan import parse_tile
+
+    args.tile = parse_tile(args.tile)
+    for name in ("scale", "limit"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise DLGSANetError(f"--{name} must be a positive integer, got {value}")

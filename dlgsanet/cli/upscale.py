@@ -1,110 +1,92 @@
 """``dlgsanet upscale INPUT... -o OUT``: upscale image files and folders.
 
 Never overwrites without ``--overwrite`` and never overwrites an input; RGBA keeps alpha,
-grayscale stays grayscale, 16-bit PNGs stay 16-bit.
+grayscale stays grayscale, 16-bit PNGs stay 16-bit. Checks everything it can before the model
+is loaded (``upscale_plan``), then works image by image (``upscale_run``): a damaged file is
+reported and skipped, and the exit status is 1 when any image failed.
 """
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-
-import torch
 
 from ..checkpoint import load_model
 from ..devices import pick_device, pick_dtype
-from ..errors import DLGSANetError
-from ..images import EXTENSIONS, is_image_file, read_image, write_image
-from ..alpha import upscale_rgba
+from .upscale_plan import check_options, collect, plan_outputs
+from .upscale_run import run_jobs, summary
+
+EPILOG = """\
+output size: by default the model's own scale (x4 for the bundled model). --outscale F gives any
+factor (1.5; 2 from a x4 model; 8 from a x4 model runs it twice); --size WxH fits the image in
+that box, --width/--height set one side; aspect ratio is always kept. Sizes other than the
+model's are resampled after the model with antialiased bicubic filtering.
+
+formats: PNG keeps everything (alpha, grayscale, 16 bits). JPEG has no transparency: RGBA
+images written as JPEG lose their alpha (a warning says so), unless --background COLOR
+flattens them onto a colour. WebP keeps alpha at 8 bits.
+
+exit status: 0 all done; 1 some images failed (listed at the end, the others are written);
+2 nothing done (a bad option or input, reported before any work); 130 interrupted.
+An interrupted run resumes with the same command plus --skip-existing (outputs are written
+to a temporary file and renamed, so no half-written image is ever left behind).
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EPILOG
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders of images")
     parser.add_argument("-o", "--output", required=True,
-                        help="output folder (created), or a file name when there is a single input image")
+                        help="output folder (created), or a .png/.jpg/.webp file name for a single input image")
     parser.add_argument("--model", help="checkpoint (.pth/.safetensors); default: the bundled DLGSANet-Tiny x4")
-    parser.add_argument("--tile", type=int, default=None, help="tile size in input pixels (default: automatic)")
+    size = parser.add_argument_group("output size (default: the model's scale)")
+    size.add_argument("--outscale", type=float, default=None, metavar="F",
+                      help="output size as a factor of the input, any number > 0 (e.g. 2 or 1.5)")
+    size.add_argument("--size", default=None, metavar="WxH", help="fit the output inside WxH pixels")
+    size.add_argument("--width", type=int, default=None, metavar="W",
+                      help="output width (height follows); with --height: fit inside both")
+    size.add_argument("--height", type=int, default=None, metavar="H", help="output height (width follows)")
+    fmt = parser.add_argument_group("output files")
+    fmt.add_argument("--format", choices=["same", "png", "jpg", "webp"], default="same",
+                     help="output format (default: same as the input); JPEG drops transparency")
+    fmt.add_argument("--background", default=None, metavar="COLOR",
+                     help="flatten transparency onto COLOR (white, black, gray, #RRGGBB), e.g. for JPEG")
+    fmt.add_argument("--quality", type=int, default=95, metavar="N",
+                     help="JPEG and WebP quality, 1-100 (default: 95)")
+    fmt.add_argument("--lossless", action="store_true", help="lossless WebP (--quality is then ignored)")
+    fmt.add_argument("--suffix", default="", help="appended to output file stems, e.g. _x4")
+    existing = fmt.add_mutually_exclusive_group()
+    existing.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    existing.add_argument("--skip-existing", action="store_true",
+                          help="leave existing output files alone and do the rest (resume a run)")
+    parser.add_argument("--recursive", action="store_true", help="also look into sub-folders")
+    parser.add_argument("--tile", default=None, metavar="N",
+                        help="tile size in input pixels, at least 96; 0 or auto: choose by free memory (default)")
     parser.add_argument("--overlap", type=int, default=None, help="tile overlap in input pixels (default: tuned)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
-    parser.add_argument("--format", choices=["same", "png", "jpg", "webp"], default="same",
-                        help="output format (default: same as the input)")
-    parser.add_argument("--suffix", default="", help="appended to output file stems, e.g. _x4")
-    parser.add_argument("--recursive", action="store_true", help="also look into sub-folders")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="CPU threads for torch (default: torch's choice; 1 can be faster on a busy machine)")
 
 
-def _collect(inputs: list[str], recursive: bool) -> list[tuple[Path, Path]]:
-    """(file, path relative to its root) for every image named directly or found in a folder."""
-    found = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            pattern = "**/*" if recursive else "*"
-            files = sorted(f for f in p.glob(pattern) if f.is_file() and is_image_file(f))
-            found += [(f, f.relative_to(p)) for f in files]
-        elif p.is_file():
-            if not is_image_file(p):
-                raise DLGSANetError(f"{p} is not a PNG, JPEG or WebP image")
-            found.append((p, Path(p.name)))
-        else:
-            raise DLGSANetError(f"input not found: {p}")
-    if not found:
-        raise DLGSANetError("no PNG, JPEG or WebP images found in the inputs")
-    return found
-
-
-def _plan(args: argparse.Namespace, files: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
-    out = Path(args.output)
-    single_file = len(files) == 1 and out.suffix.lower() in EXTENSIONS and not out.is_dir()
-    plan = []
-    for src, rel in files:
-        if single_file:
-            dst = out
-        else:
-            suffix = src.suffix if args.format == "same" else "." + args.format
-            dst = out / rel.with_name(rel.stem + args.suffix + suffix)
-        if dst.resolve() == src.resolve():
-            raise DLGSANetError(f"output {dst} would replace its input; choose another folder or --suffix")
-        if dst.exists() and not args.overwrite:
-            raise DLGSANetError(f"{dst} already exists; use --overwrite to replace it or choose another output")
-        plan.append((src, dst))
-    targets = [d for _, d in plan]
-    if len(set(targets)) != len(targets):
-        raise DLGSANetError("several inputs map to the same output file; use separate runs or --suffix")
-    return plan
-
-
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    plan = _plan(args, _collect(args.inputs, args.recursive))
+    check_options(args)
+    plan = plan_outputs(args, collect(args.inputs, args.recursive))
+    if not plan.jobs:
+        if not args.quiet:
+            print(f"nothing to do: all {len(plan.skipped)} output(s) already exist (--skip-existing)",
+                  file=sys.stderr)
+        return 0
     device = pick_device(args.device)
     model = load_model(args.model, device=device, dtype=pick_dtype(args.precision, device))
-    bar = tqdm(total=len(plan), unit="img", disable=args.quiet, file=sys.stderr)
-    for src, dst in plan:
-        bar.set_description(src.name)
-        image = read_image(src)
-        rgb, alpha = upscale_with_alpha(model, image.rgb, image.alpha, tile_size=args.tile,
-                                        overlap=args.overlap, bar=bar)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        write_image(dst, rgb, alpha, grayscale=image.grayscale, bit_depth=image.bit_depth,
-                    icc_profile=image.icc_profile, overwrite=args.overwrite)
-        bar.update(1)
-    bar.close()
-    if not args.quiet:
-        print(f"upscaled {len(plan)} image(s) x{model.scale} into {Path(args.output)}", file=sys.stderr)
-    return 0
-
-
-def upscale_with_alpha(model, rgb: torch.Tensor, alpha, *, tile_size, overlap, bar):
-    """RGB through the model; alpha (if any) upscaled separately and re-attached (shared helper)."""
-    def progress(done: int, total: int) -> None:
-        bar.set_postfix_str(f"tile {done}/{total}")
-
-    image = rgb if alpha is None else torch.cat([rgb, alpha.to(rgb.dtype)], 0)
-    out = upscale_rgba(model, image[None], tile_size=tile_size, overlap=overlap, progress=progress)[0]
-    return (out, None) if alpha is None else (out[:3], out[3:])
+    outcome = run_jobs(model, plan, args)
+    if args.outscale is not None:
+        scale_text = f"x{args.outscale:g}"
+    elif args.width is not None or args.height is not None:
+        scale_text = f"to fit {args.width or '*'}x{args.height or '*'}"
+    else:
+        scale_text = f"x{model.scale}"
+    for line in summary(plan, outcome, scale_text, failures_only=args.quiet):
+        print(line, file=sys.stderr)
+    return 1 if outcome.failed else 0
