@@ -11,6 +11,13 @@ one host and absolutely in the other, this module imports none of it: each host 
 ``dlgsanet.is_dlgsanet_state_dict`` and ``dlgsanet.model_from_state_dict`` (hyperparameters
 inferred from shapes, the same code our own loader uses).
 
+What ComfyUI's built-in path does with the descriptor (v0.33.0 ``nodes_upscale_model.py``): it
+wraps ``descriptor.model`` in a ``ModelPatcher`` (attributes set on the network, weights and
+buffers possibly replaced by new tensors when loaded), then calls ``descriptor(tile.float())``
+on 512-pixel tiles scaled by ``descriptor.scale``. So the network keeps no state derived from its
+weights, accepts any tile size (``SizeRequirements(minimum=1)``: nothing is padded) and fp32
+input; tests/test_comfy_spandrel.py replays those steps.
+
 spandrel is optional and imported only inside functions (and spandrel itself needs torchvision at
 import time). Works with spandrel 0.3.4 (the A1111/Forge pin; ``ArchRegistry.add`` has no
 ``ignore_duplicates`` there and raises a plain ``ValueError``) and 0.4.x (ComfyUI).

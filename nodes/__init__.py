@@ -1,17 +1,29 @@
-"""ComfyUI node classes of the DLGSANet pack (thin adapters over ``dlgsanet``)."""
-from .loader import DLGSANetModelLoader
-from .upscale import DLGSANetTiledUpscale, DLGSANetUpscale
+"""ComfyUI nodes of the DLGSANet pack (thin adapters over ``dlgsanet``), for both node APIs.
 
-NODE_CLASS_MAPPINGS = {
-    "DLGSANetModelLoader": DLGSANetModelLoader,
-    "DLGSANetUpscale": DLGSANetUpscale,
-    "DLGSANetTiledUpscale": DLGSANetTiledUpscale,
-}
+``specs.py`` defines the nodes once; ``v3.py`` builds V3 schema nodes from it through the pinned
+``comfy_api.v0_0_2`` and ``v1.py`` the legacy ``NODE_CLASS_MAPPINGS`` classes. ComfyUI reads
+``NODE_CLASS_MAPPINGS`` first and then ignores ``comfy_entrypoint``, so the pack's entry point
+exports exactly one of the two, chosen by :func:`v3_api_available`.
+"""
+from __future__ import annotations
 
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "DLGSANetModelLoader": "Load DLGSANet Model",
-    "DLGSANetUpscale": "Upscale Image with DLGSANet",
-    "DLGSANetTiledUpscale": "Tiled Upscale (DLGSANet)",
-}
+import logging
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+#: The comfy_api version the V3 nodes are written against: pinned, not ``latest`` (which may
+#: change under us). Present from ComfyUI v0.3.47 (July 2025) on, together with the V3 loader.
+PINNED_API = "comfy_api.v0_0_2"
+#: What the V3 nodes use from it (all present since the V3 schema's first release).
+V3_NAMES = ("ComfyNode", "Schema", "NodeOutput", "Custom", "Image", "Int", "Float", "Combo")
+
+
+def v3_api_available() -> bool:
+    """True when this ComfyUI has the pinned V3 API (and with it the V3 node loader)."""
+    try:
+        from comfy_api.v0_0_2 import ComfyExtension, io  # noqa: F401
+    except ImportError:
+        return False
+    except Exception as error:  # a broken comfy_api must not cost the user the nodes
+        logging.getLogger("DLGSANet").warning("DLGSANet: %s unusable (%s); using the V1 node API",
+                                              PINNED_API, error)
+        return False
+    return all(hasattr(io, name) for name in V3_NAMES)

@@ -1,4 +1,4 @@
-"""Load DLGSANet Model: a DLGSANet checkpoint from ``upscale_models`` (or the bundled model).
+"""Load DLGSANet Model's work: a DLGSANet checkpoint from ``upscale_models`` (or the bundled model).
 
 The list is read through ``folder_paths``, so folders added in ``extra_model_paths.yaml`` count.
 ``upscale_models`` is shared with ESRGAN, SwinIR and friends, so only DLGSANet checkpoints are
@@ -11,7 +11,6 @@ import logging
 import os
 import zipfile
 from pathlib import Path
-from typing import Any
 
 import folder_paths
 
@@ -23,7 +22,6 @@ log = logging.getLogger("DLGSANet")
 
 FOLDER = "upscale_models"
 BUNDLED_PREFIX = "(bundled) "
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Tensor-name fragments only DLGSANet checkpoints contain (the dynamic-convolution
 # hyper-network and the sparse global attention, under their official names).
 _SIGNATURE = (b"IDynamicDWConv", b"restormer_attn", b"overlap_embed")
@@ -86,35 +84,11 @@ def resolve(model_name: str) -> Path:
     return Path(folder_paths.get_full_path_or_raise(FOLDER, model_name))
 
 
-class DLGSANetModelLoader:
-    """Load DLGSANet Model."""
-
-    DESCRIPTION = ("Loads a DLGSANet super-resolution model (any preset, scale or custom size; "
-                   ".safetensors or .pth) from the upscale_models folder, or the model bundled "
-                   "with this pack. Checkpoints are read safely: no code inside a file can run.")
-    CATEGORY = "image/upscaling"
-    FUNCTION = "load_model"
-    RETURN_TYPES = ("DLGSANET_MODEL",)
-    RETURN_NAMES = ("dlgsanet_model",)
-    OUTPUT_TOOLTIPS = ("The DLGSANet model, for \"Upscale Image with DLGSANet\" and \"Tiled "
-                       "Upscale (DLGSANet)\".",)
-
-    @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {"required": {
-            "model_name": (model_choices(), {
-                "tooltip": "DLGSANet checkpoints found in models/upscale_models (and folders from "
-                           "extra_model_paths.yaml); \"(bundled)\" entries ship with this pack."}),
-            "precision": (list(PRECISIONS), {
-                "default": "auto",
-                "tooltip": "Weights and compute precision. auto = fp32 (exact); bf16 halves memory "
-                           "with a small loss; fp16 only on GPUs."}),
-        }}
-
-    def load_model(self, model_name: str, precision: str) -> tuple[DLGSANet]:
-        path = resolve(model_name)
-        dtype = pick_dtype(precision, host.compute_device())
-        model = load_model(path, device=host.offload_device(), dtype=dtype)
-        log.info("DLGSANet: loaded %s (%s x%d, %s)", path.name, model.preset or "custom",
-                 model.scale, str(dtype).replace("torch.", ""))
-        return (model,)
+def load(model_name: str, precision: str) -> DLGSANet:
+    """What "Load DLGSANet Model" does: the checkpoint, on ComfyUI's offload device."""
+    path = resolve(model_name)
+    dtype = pick_dtype(precision, host.compute_device())
+    model = load_model(path, device=host.offload_device(), dtype=dtype)
+    log.info("DLGSANet: loaded %s (%s x%d, %s)", path.name, model.preset or "custom",
+             model.scale, str(dtype).replace("torch.", ""))
+    return model

@@ -1,11 +1,17 @@
 """Helpers for the ComfyUI pack tests: stand-in hosts, loading the pack as ComfyUI does, models.
 
-Importing this module puts ``tests/hosts/comfyui`` (stand-ins of ``folder_paths``, ``comfy.utils``
-and ``comfy.model_management``) on ``sys.path``, as ComfyUI's own root would be.
+Importing this module puts ``tests/hosts/comfyui`` (stand-ins of ``folder_paths``, ``comfy.utils``,
+``comfy.model_management`` and the pinned ``comfy_api.v0_0_2``) on ``sys.path``, as ComfyUI's own
+root would be. ``load_pack(..., api="v1")`` imports the pack as a ComfyUI without ``comfy_api``
+would (v0.3.46 and older); ``registered_nodes`` and ``execute`` do what ComfyUI's ``nodes.py``
+and ``execution.py`` do with what the pack exports.
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib.util
+import inspect
 import json
 import os
 import sys
@@ -39,9 +45,32 @@ CORE_WIDGETS: dict[str, list[str]] = {
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
 
 
-def load_pack(pack_dir: Path) -> types.ModuleType:
-    """Import a pack folder exactly as ComfyUI's ``nodes.load_custom_node`` does (v0.3.75):
-    a package named after the folder's full path with dots replaced, from ``<dir>/__init__.py``."""
+#: Module names that make ``import comfy_api.v0_0_2`` fail, as in a ComfyUI without the V3 API.
+_V3_MODULES = ("comfy_api", "comfy_api.latest", "comfy_api.latest._io", "comfy_api.v0_0_2")
+
+
+@contextlib.contextmanager
+def without_v3_api() -> Iterator[None]:
+    """A ComfyUI older than v0.3.47: ``comfy_api.v0_0_2`` cannot be imported."""
+    saved = {name: sys.modules.get(name) for name in _V3_MODULES}
+    sys.modules.update({name: None for name in _V3_MODULES})  # None: import raises ImportError
+    try:
+        yield
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+
+
+def load_pack(pack_dir: Path, api: str = "v3") -> types.ModuleType:
+    """Import a pack folder exactly as ComfyUI's ``nodes.load_custom_node`` does (v0.3.75, v0.33.0):
+    a package named after the folder's full path with dots replaced, from ``<dir>/__init__.py``.
+
+    ``api="v1"``: in a ComfyUI without the V3 API. The module is cached by its path, so load the
+    same folder under another path (a symlink) for the other API.
+    """
     module_path = str(pack_dir)
     sys_module_name = module_path.replace(".", "_x_")
     if sys_module_name in sys.modules:
@@ -51,11 +80,62 @@ def load_pack(pack_dir: Path) -> types.ModuleType:
     module = importlib.util.module_from_spec(spec)
     sys.modules[sys_module_name] = module
     try:
-        spec.loader.exec_module(module)
+        with without_v3_api() if api == "v1" else contextlib.nullcontext():
+            spec.loader.exec_module(module)
     except BaseException:
         del sys.modules[sys_module_name]
         raise
     return module
+
+
+def linked_pack(folder: Path, api: str = "v3") -> types.ModuleType:
+    """The repository loaded from ``folder`` (a new symlink to it), as ComfyUI would."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    folder.symlink_to(REPO_ROOT, target_is_directory=True)
+    return load_pack(folder, api)
+
+
+def registered_nodes(pack: types.ModuleType) -> tuple[dict[str, type], dict[str, str], str]:
+    """(node id -> class, node id -> display name, "v1" or "v3"): what ComfyUI registers from the
+    pack, in the order of v0.33.0 ``nodes.load_custom_node``: ``NODE_CLASS_MAPPINGS`` when it is
+    not None (then ``comfy_entrypoint`` is never looked at), else ``comfy_entrypoint()``'s
+    extension: ``on_load()``, ``get_node_list()``, each class's ``GET_SCHEMA()``."""
+    if getattr(pack, "NODE_CLASS_MAPPINGS", None) is not None:
+        return (dict(pack.NODE_CLASS_MAPPINGS), dict(getattr(pack, "NODE_DISPLAY_NAME_MAPPINGS", None) or {}),
+                "v1")
+    from comfy_api.latest import ComfyExtension
+
+    async def load() -> tuple[dict[str, type], dict[str, str], str]:
+        entry = pack.comfy_entrypoint
+        extension = await entry() if inspect.iscoroutinefunction(entry) else entry()
+        assert isinstance(extension, ComfyExtension)
+        await extension.on_load()
+        node_list = await extension.get_node_list()
+        assert isinstance(node_list, list)
+        classes, names = {}, {}
+        for cls in node_list:
+            schema = cls.GET_SCHEMA()
+            classes[schema.node_id] = cls
+            if schema.display_name is not None:
+                names[schema.node_id] = schema.display_name
+        return classes, names, "v3"
+
+    return asyncio.run(load())
+
+
+def execute(cls: type, **inputs: Any) -> tuple:
+    """Run a node as ComfyUI's ``execution.py`` does (v0.33.0), in inference mode: V1 -> a new
+    instance's ``FUNCTION`` with keyword arguments; V3 -> ``FUNCTION`` (``EXECUTE_NORMALIZED``)
+    on a per-run clone of the class. Returns the output tuple."""
+    from comfy_api.latest import io
+
+    with torch.inference_mode():
+        if isinstance(cls, type) and issubclass(cls, io.ComfyNode):
+            cls.VALIDATE_CLASS()
+            clone = cls.PREPARE_CLASS_CLONE(None)
+            output = getattr(cls, cls.FUNCTION).__func__(clone, **inputs)
+            return tuple(output.result or ())
+        return tuple(getattr(cls(), cls.FUNCTION)(**inputs))
 
 
 def pack_module(pack: types.ModuleType, name: str) -> types.ModuleType:

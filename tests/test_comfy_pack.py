@@ -3,15 +3,19 @@
 - imported under any folder name (Manager installs into the registry id, git into the repo name);
 - only relative imports inside the pack (ComfyUI puts its own ``comfy/`` first on sys.path);
 - no eval/exec, no pip or subprocess at run time, no sys.path edits (Registry standards);
-- ``pyproject.toml`` valid for the Registry.
+- one node API exported: V3 when the pinned ``comfy_api.v0_0_2`` is usable, else V1.
+(``pyproject.toml`` and the published archive: tests/test_comfy_registry.py.)
 """
 from __future__ import annotations
 
 import ast
+import logging
 import re
 import sys
-import tomllib
+import types
 from pathlib import Path
+
+import pytest
 
 import comfy_helpers as ch
 from core_helpers import absolute_imports
@@ -21,7 +25,9 @@ PACK_FILES = [ROOT / "__init__.py", *sorted((ROOT / "nodes").glob("*.py")), ROOT
 # What the entry point and nodes may import absolutely: the standard library bits they use, torch,
 # and ComfyUI's own modules. Everything of ours is relative.
 ALLOWED_ABSOLUTE = {"__future__", "importlib.util", "logging", "os", "zipfile", "pathlib", "typing", "torch",
-                    "folder_paths", "comfy", "comfy.utils", "comfy.model_management"}
+                    "dataclasses", "folder_paths", "comfy", "comfy.utils", "comfy.model_management",
+                    "comfy_api.v0_0_2"}
+NODE_IDS = {"DLGSANetModelLoader", "DLGSANetUpscale", "DLGSANetTiledUpscale"}
 
 
 def _tree(path: Path) -> ast.Module:
@@ -64,35 +70,50 @@ def test_no_eval_exec_pip_subprocess_or_sys_path_edits():
             assert "subprocess" not in text and not re.search(r"\bpip\b", text), path
 
 
-def test_pack_loads_under_any_folder_name(tmp_path):
+@pytest.mark.parametrize("api", ["v3", "v1"])
+def test_pack_loads_under_any_folder_name(tmp_path, api):
     folder = tmp_path / "custom_nodes" / "My DLGSANet pack.v1.2"
-    folder.parent.mkdir()
-    folder.symlink_to(ROOT, target_is_directory=True)
-    pack = ch.load_pack(folder)
+    pack = ch.linked_pack(folder, api)
     assert pack.__name__ == str(folder).replace(".", "_x_")
-    assert set(pack.NODE_CLASS_MAPPINGS) == {"DLGSANetModelLoader", "DLGSANetUpscale", "DLGSANetTiledUpscale"}
-    for cls in pack.NODE_CLASS_MAPPINGS.values():
-        assert cls.__module__.startswith(pack.__name__ + ".nodes.")
+    classes, _names, registered_as = ch.registered_nodes(pack)
+    assert registered_as == api and set(classes) == NODE_IDS
+    for cls in classes.values():
+        assert cls.__module__ == f"{pack.__name__}.nodes.{api}"
     loader = sys.modules[pack.__name__ + ".nodes.loader"]
     for path in loader.bundled_models().values():  # found from the pack's own location
         assert path.resolve() == (folder / "dlgsanet" / "weights" / path.name).resolve()
 
 
-def test_pyproject_is_valid_for_the_comfy_registry():
-    data = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    project, comfy = data["project"], data["tool"]["comfy"]
-    name = project["name"]
-    assert len(name) < 100 and re.fullmatch(r"[A-Za-z][A-Za-z0-9._-]*", name)
-    assert not re.search(r"[._-]{2}", name) and "comfyui" not in name.lower()
-    assert re.fullmatch(r"\d+\.\d+\.\d+", project["version"])
-    assert project["urls"]["Repository"].startswith("https://")
-    assert isinstance(project.get("license"), dict)
-    assert re.fullmatch(r"[a-z0-9][a-z0-9-]*", comfy["PublisherId"])
-    assert comfy["DisplayName"].strip()
-    assert re.fullmatch(r"(>=|==|~=|>|<=|<)\s*\d+\.\d+(\.\d+)?", comfy["requires-comfyui"])
-    accel = [c for c in project.get("classifiers", []) if c.startswith("Environment ::")]
-    assert all(re.fullmatch(r"Environment :: (GPU :: (NVIDIA CUDA|AMD ROCm|Intel Arc|Apple Metal)|"
-                            r"NPU :: Huawei Ascend)", c) for c in accel), accel
+def test_v3_only_with_every_name_the_nodes_use(tmp_path, monkeypatch):
+    """A comfy_api.v0_0_2 whose io lacks something the V3 nodes use (``Custom`` here) means V1."""
+    from comfy_api.v0_0_2 import io
+
+    monkeypatch.delattr(io, "Custom")
+    pack = ch.linked_pack(tmp_path / "custom_nodes" / "pack", "v3")
+    assert ch.registered_nodes(pack)[2] == "v1" and not hasattr(pack, "comfy_entrypoint")
+
+
+def test_a_broken_comfy_api_costs_nothing_but_v3(tmp_path, monkeypatch, caplog):
+    """comfy_api.v0_0_2 raising something other than ImportError: V1 nodes and one warning."""
+    class Broken(types.ModuleType):
+        def __getattr__(self, name):
+            raise RuntimeError("comfy_api is broken (injected)")
+
+    monkeypatch.setitem(sys.modules, "comfy_api.v0_0_2", Broken("comfy_api.v0_0_2"))
+    with caplog.at_level(logging.WARNING, logger="DLGSANet"):
+        pack = ch.linked_pack(tmp_path / "custom_nodes" / "pack", "v3")
+    classes, _names, api = ch.registered_nodes(pack)
+    assert api == "v1" and set(classes) == NODE_IDS
+    assert any("comfy_api.v0_0_2 unusable" in r.getMessage() and "injected" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_outside_comfyui_the_entry_point_exports_nothing(tmp_path, monkeypatch):
+    """Without ``folder_paths`` (pytest, another host) importing the pack defines no node API."""
+    monkeypatch.setitem(sys.modules, "folder_paths", None)  # find_spec("folder_paths") -> None
+    pack = ch.linked_pack(tmp_path / "elsewhere" / "pack", "v3")
+    assert not hasattr(pack, "NODE_CLASS_MAPPINGS") and not hasattr(pack, "comfy_entrypoint")
+    assert pack.__all__ == []
 
 
 def test_pack_loads_without_spandrel(tmp_path, monkeypatch):
@@ -102,7 +123,7 @@ def test_pack_loads_without_spandrel(tmp_path, monkeypatch):
     folder.parent.mkdir()
     folder.symlink_to(ROOT, target_is_directory=True)
     pack = ch.load_pack(folder)
-    assert len(pack.NODE_CLASS_MAPPINGS) == 3
+    assert set(ch.registered_nodes(pack)[0]) == NODE_IDS
     ours = sys.modules[pack.__name__ + ".dlgsanet"]
     adapter = sys.modules[pack.__name__ + ".dlgsanet_spandrel"]
     assert adapter.register(ours.is_dlgsanet_state_dict, ours.model_from_state_dict) is False

@@ -139,6 +139,50 @@ def test_descriptor_call_equals_the_network(registry):
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
 
 
+def test_descriptor_survives_what_comfyuis_builtin_upscale_path_does_to_it(registry):
+    """ComfyUI v0.33.0 ``comfy_extras/nodes_upscale_model.py``: "Load Upscale Model" wraps
+    ``descriptor.model`` in a ``ModelPatcher`` (whose ``__init__`` sets ``device``,
+    ``model_loaded_weight_memory``, ``lowvram_patch_counter``, ``model_lowvram``,
+    ``current_weight_patches_uuid``, ``model_offload_buffer_memory`` on the module when absent);
+    ``load_models_gpu`` moves it, and with dynamic VRAM every parameter and buffer is replaced by
+    a new tensor (``comfy.utils.set_attr_param`` / ``set_attr_buffer``); "Upscale Image (using
+    Model)" then calls ``descriptor(tile.float())`` on 512-pixel tiles, scaled by
+    ``descriptor.scale``. The network must keep no state derived from its weights."""
+    model = random_model(small_config(scale=2))
+    desc = spandrel.ModelLoader(registry=registry).load_from_state_dict(model.state_dict()).eval()
+    image = torch.rand(1, 3, 24, 20)
+    before = desc(image.float())
+    net = desc.model
+    patcher_attrs = {"device": torch.device("cpu"), "model_loaded_weight_memory": 0, "lowvram_patch_counter": 0,
+                     "model_lowvram": False, "current_weight_patches_uuid": None, "model_offload_buffer_memory": 0}
+    for name, value in patcher_attrs.items():
+        assert not hasattr(net, name), f"DLGSANet already has {name!r}: the patcher would not set it"
+        setattr(net, name, value)  # a read-only property here would break the patcher
+    for key, param in list(net.named_parameters()):
+        owner, attr = _resolve(net, key)
+        setattr(owner, attr, torch.nn.Parameter(param.detach().clone(), requires_grad=False))
+    for key, buf in list(net.named_buffers()):
+        owner, attr = _resolve(net, key)
+        persistent = attr not in getattr(owner, "_non_persistent_buffers_set", set())
+        owner.register_buffer(attr, buf.clone(), persistent=persistent)
+    net.to(torch.device("cpu"))
+    with torch.inference_mode():
+        after = desc(image.float())
+    assert desc.scale == 2 and desc.dtype == torch.float32 and desc.device.type == "cpu"
+    torch.testing.assert_close(after, before, rtol=0, atol=0)
+    # fp32 in, whatever the tile size (spandrel pads nothing: any size >= 1 is accepted)
+    assert desc.size_requirements.minimum <= 1 and not desc.size_requirements.multiple_of > 1
+    assert desc.tiling == spandrel.ModelTiling.SUPPORTED
+
+
+def _resolve(obj, key):
+    """comfy.utils.resolve_attr: the module that owns a dotted parameter or buffer name."""
+    *path, name = key.split(".")
+    for part in path:
+        obj = getattr(obj, part)
+    return obj, name
+
+
 def test_spandrel_loads_dlgsanet_files(tmp_path, registry):
     """BasicSR .pth ({"params_ema": ...}, through spandrel's restricted unpickler) and .safetensors."""
     from safetensors.torch import save_file

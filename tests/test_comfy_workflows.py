@@ -17,9 +17,23 @@ WORKFLOWS = ch.workflow_files()
 VIRTUAL = {"Note": ["text"], "MarkdownNote": ["text"]}  # frontend-only nodes
 
 
-@pytest.fixture(scope="module")
-def pack():
-    return ch.load_pack(ch.REPO_ROOT)
+@pytest.fixture(scope="module", params=["v3", "v1"])
+def nodes(request, tmp_path_factory):
+    """Our nodes as a ComfyUI with the V3 API registers them, and as one without it."""
+    folder = tmp_path_factory.mktemp(f"wf-{request.param}") / "custom_nodes" / "pack"
+    return ch.registered_nodes(ch.linked_pack(folder, request.param))[0]
+
+
+def widget_specs(cls):
+    """(name, type or list of options, options) of each widget input, in widget order; the
+    number of them that are optional (always the last ones: old workflows omit them)."""
+    spec = cls.INPUT_TYPES()
+    out = []
+    for section in ("required", "optional"):
+        for name, (kind, options) in spec.get(section, {}).items():
+            if name in ch.widget_inputs({section: {name: (kind, options)}}):
+                out.append((name, options.get("options", kind) if kind == "COMBO" else kind, options))
+    return out, len(ch.widget_inputs({"optional": spec.get("optional", {})}))
 
 
 @pytest.fixture(autouse=True)
@@ -56,18 +70,18 @@ def test_links_are_consistent_both_ways(path: Path):
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
-def test_node_types_exist_and_widget_values_are_valid(path: Path, pack):
+def test_node_types_exist_and_widget_values_are_valid(path: Path, nodes):
     wf = ch.load_workflow(path)
     bundled = ch.REPO_ROOT / "dlgsanet" / "weights"
     missing_bundled = []
     for node in wf["nodes"]:
         kind, values = node["type"], node.get("widgets_values") or []
-        if kind in pack.NODE_CLASS_MAPPINGS:
-            spec = pack.NODE_CLASS_MAPPINGS[kind].INPUT_TYPES()
-            names = ch.widget_inputs(spec)
-            assert len(values) == len(names), f"{kind}: {values} for widgets {names}"
-            for name, value in zip(names, values):
-                kind_or_options, options = spec["required"][name]
+        if kind in nodes:
+            widgets, optional = widget_specs(nodes[kind])
+            # A workflow saved before optional widgets were added has fewer values: the editor
+            # keeps the defaults for the missing (last) ones.
+            assert len(widgets) - optional <= len(values) <= len(widgets), f"{kind}: {values} for {widgets}"
+            for (name, kind_or_options, options), value in zip(widgets, values):
                 if isinstance(kind_or_options, list):
                     if str(value).startswith("(bundled) ") and not (bundled / value[10:]).exists():
                         missing_bundled.append(value)  # the model is trained and added separately
@@ -75,9 +89,13 @@ def test_node_types_exist_and_widget_values_are_valid(path: Path, pack):
                     assert value in kind_or_options, f"{kind}.{name} = {value!r} not in {kind_or_options}"
                 elif kind_or_options == "INT":
                     assert isinstance(value, int) and options["min"] <= value <= options["max"]
+                elif kind_or_options == "FLOAT":
+                    assert isinstance(value, (int, float)) and options["min"] <= value <= options["max"]
             # linked inputs match the node's declared input types
+            spec = nodes[kind].INPUT_TYPES()
             for inp in node.get("inputs", []):
-                assert spec["required"][inp["name"]][0] == inp["type"]
+                declared = {**spec["required"], **spec.get("optional", {})}[inp["name"]][0]
+                assert declared == inp["type"]
         elif kind in ch.CORE_WIDGETS or kind in VIRTUAL:
             widgets = ch.CORE_WIDGETS[kind] if kind in ch.CORE_WIDGETS else VIRTUAL[kind]
             assert len(values) == len(widgets), f"{kind}: {values} for widgets {widgets}"

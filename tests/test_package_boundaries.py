@@ -10,8 +10,9 @@ from conftest import REPO_ROOT
 from core_helpers import absolute_imports
 
 #: Top-level modules of the hosts and of host-side loaders (ComfyUI, A1111/Forge, spandrel).
-HOST_MODULES = {"folder_paths", "comfy", "comfy_extras", "nodes", "server", "execution", "modules", "modules_forge",
-                "ldm_patched", "launch", "webui", "spandrel", "spandrel_extra_arches", "dlgsanet_spandrel"}
+HOST_MODULES = {"folder_paths", "comfy", "comfy_api", "comfy_extras", "nodes", "server", "execution", "modules",
+                "modules_forge", "ldm_patched", "launch", "webui", "spandrel", "spandrel_extra_arches",
+                "dlgsanet_spandrel"}
 
 
 def test_the_package_imports_no_host_module() -> None:
