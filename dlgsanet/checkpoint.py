@@ -1,7 +1,8 @@
 """Reading, recognising, building and writing DLGSANet checkpoints — safely.
 
 Checkpoints are untrusted input: ``.pth``/``.pt``/``.ckpt`` files are pickles, so they are only
-ever read with ``torch.load(weights_only=True)``, which refuses any pickle that would run code.
+ever read by ``torch_pickle``'s restricted reader, which refuses any pickle that would run code
+(and, unlike ``torch.load``, cannot be replaced by a host).
 Hyperparameters are not stored in official checkpoints; they are inferred from tensor shapes
 and key counts, so presets and custom configurations load without being named.
 """
@@ -10,10 +11,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import pickle
 import re
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
@@ -22,6 +21,7 @@ import torch
 from .config import DLGSANetConfig, preset_name
 from .errors import CheckpointError
 from .network import DLGSANet
+from .torch_pickle import read_torch_file
 
 StateDict = dict[str, torch.Tensor]
 Source = Union[str, os.PathLike, Mapping[str, Any], None]
@@ -99,25 +99,9 @@ def _read_safetensors(path: Path) -> tuple[StateDict, dict[str, str]]:
 
 
 def _read_pickle(path: Path) -> Any:
-    try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        text = str(e)
-        blocked = re.search(r"Unsupported global: GLOBAL ([\w.]+)|Trying to load unsupported object type: (\S+)", text)
-        if blocked:
-            what = blocked.group(1) or blocked.group(2)
-            raise CheckpointError(
-                f"{path.name}: refused to load — this pickle references {what!r}, which is not plain "
-                f"tensor data and could run arbitrary code. Only checkpoints holding tensors are "
-                f"accepted; if you trust the file's origin, convert it to .safetensors in an "
-                f"isolated environment.") from None
-        detail = re.search(r"Unsupported operand \d+|invalid load key[^\n]*", text)
-        raise CheckpointError(f"{path.name}: not a PyTorch checkpoint, or it is truncated or corrupt "
-                              f"({detail.group(0) if detail else 'unpickling failed'}).") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(f"{path.name}: the file is truncated or corrupt and cannot be read as "
-                              f"a PyTorch checkpoint ({first}). Download it again.") from None
+    """A ``.pth``/``.pt``/``.ckpt`` through our own restricted reader (see ``torch_pickle``): never
+    ``torch.load``, which hosts replace (A1111's returns None for current torch files)."""
+    return read_torch_file(path)
 
 
 def _check_file(path: Path) -> None:
@@ -160,7 +144,7 @@ def _read_shapes(path: Path) -> Any:
 
         with safe_open(str(path), framework="pt", device="cpu") as f:
             return {key: torch.empty(f.get_slice(key).get_shape(), device="meta") for key in f.keys()}
-    return torch.load(str(path), map_location="meta", weights_only=True, mmap=True)
+    return read_torch_file(path, shapes_only=True)
 
 
 def inspect_config(path: Union[str, os.PathLike], tlc_window: Optional[int] = None) -> DLGSANetConfig:
@@ -168,13 +152,15 @@ def inspect_config(path: Union[str, os.PathLike], tlc_window: Optional[int] = No
 
     Model lists (A1111's dropdown, ComfyUI's loader) inspect every file in a models folder at
     start-up; reading headers only keeps that instant even next to multi-GB checkpoints. Still
-    safe: safetensors headers are JSON and pickles load with ``weights_only``.
+    safe: safetensors headers are JSON and pickles go through the restricted reader.
     """
     path = Path(path)
     _check_file(path)
     try:
         raw = _read_shapes(path)
-    except Exception:  # legacy (non-zip) pickles cannot be memory-mapped: the full reader decides
+    except CheckpointError:
+        raise
+    except Exception:  # anything unforeseen: the full reader decides (and says what is wrong)
         raw = read_checkpoint(path)[0]
     sd = unwrap_state_dict(raw, name=path.name)
     if not is_dlgsanet_state_dict(sd):

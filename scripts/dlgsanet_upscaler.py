@@ -18,12 +18,19 @@ Why it is shaped like this (see ``docs/a1111.md`` for users):
 * Settings are registered at import (not only in ``on_ui_settings``, which never runs with
   ``--nowebui``) and always read with defaults.
 * The spandrel architecture is registered too, so a DLGSANet file in ``models/ESRGAN`` also
-  loads through the built-in ESRGAN upscaler (the only path on forks that list ESRGAN only).
+  loads through the built-in ESRGAN upscaler (the only path on forks that list ESRGAN only);
+  ``modelloader.load_spandrel_model`` is wrapped so that DLGSANet pickles there are read by our
+  own reader (A1111's ``torch.load`` refuses files saved by a current torch).
+* Checkpoints never go through ``torch.load`` (``dlgsanet.torch_pickle``), for the same reason.
+* On Forge the ``GET /sdapi/v1/options`` response model is built before extension scripts load;
+  ours are added to it at import (``_extend_api_options_model``).
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import sys
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -45,6 +52,7 @@ import dlgsanet.checkpoint
 import dlgsanet.config
 import dlgsanet.devices
 import dlgsanet.tiling
+import dlgsanet.torch_pickle
 import dlgsanet_spandrel
 from dlgsanet import CheckpointError, DLGSANetConfig, DLGSANetError, TileOutOfMemoryError, UpscaleCancelled
 
@@ -383,21 +391,27 @@ def _cancel_requested() -> bool:
 
 class _ProgressBar:
     """A console tqdm bar over the tiles, like A1111's built-in tiled upscalers (hidden when
-    ``opts.enable_upscale_progressbar`` is off). Created on the first report, when the engine
-    has said how many tiles there are. Callable as the engine's ``progress(done, total)``."""
+    ``opts.enable_upscale_progressbar`` is off). Callable as the engine's ``progress(done, total)``.
+
+    The bar, and with it tqdm's clock, starts when the work starts (``with``), not at the first
+    report: a bar made at the first finished tile shows that tile as done in no time (rates such
+    as 12264 tile/s). The total comes with the engine's first report.
+    """
 
     def __init__(self) -> None:
         self.bar: Optional[tqdm.tqdm] = None
 
     def __call__(self, done: int, total: int) -> None:
         if self.bar is None:
-            show = bool(getattr(getattr(shared, "opts", None), "enable_upscale_progressbar", True))
-            self.bar = tqdm.tqdm(total=total, desc=NAME, unit="tile", disable=not show)
-        elif self.bar.total != total:
+            return
+        if self.bar.total != total:
             self.bar.total = total
+            self.bar.refresh()
         self.bar.update(done - self.bar.n)
 
     def __enter__(self) -> "_ProgressBar":
+        show = bool(getattr(getattr(shared, "opts", None), "enable_upscale_progressbar", True))
+        self.bar = tqdm.tqdm(total=None, desc=NAME, unit="tile", disable=not show)
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -430,6 +444,88 @@ def _register_spandrel() -> None:
                        "DLGSANet files; the DLGSANet entries still work)", exc_info=True)
 
 
+PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
+
+
+def _dlgsanet_descriptor(path: Any, *, device: Any = None, prefer_half: bool = False, dtype: Any = None,
+                         **_ignored: Any) -> Any:
+    """A spandrel descriptor for a DLGSANet pickle, read by our own reader; None when the file
+    is not a DLGSANet checkpoint we can read (the webui's loader then decides, as before)."""
+    import spandrel
+
+    name = os.path.basename(str(path))
+    try:
+        # Names and shapes only (no tensor data): cheap for any file.
+        raw = dlgsanet.torch_pickle.read_torch_file(Path(path), shapes_only=True)
+        if not dlgsanet.is_dlgsanet_state_dict(dlgsanet.checkpoint.unwrap_state_dict(raw, name=name)):
+            return None
+    except CheckpointError:
+        return None
+    # Ours: any problem from here on is reported with our message (ESRGAN's do_upscale logs it).
+    state_dict = dlgsanet.checkpoint.read_state_dict(path)
+    descriptor = spandrel.ModelLoader(device=device).load_from_state_dict(state_dict)
+    if prefer_half and descriptor.supports_half:
+        descriptor.model.half()
+    if dtype:
+        descriptor.model.to(dtype=dtype)
+    descriptor.model.eval()
+    logger.info("DLGSANet: %s loaded with DLGSANet's own checkpoint reader", name)
+    return descriptor
+
+
+def _wrap_load_spandrel_model() -> None:
+    """DLGSANet pickles in ``models/ESRGAN`` (ESRGAN, DAT, ... all load through
+    ``modelloader.load_spandrel_model``) are read by our reader; every other file as before.
+
+    A1111's ``modules/safe.py`` replaces ``torch.load`` (which spandrel calls) with a checker that
+    returns None for any file saved by a current torch (zip entries it does not know); spandrel
+    then fails with a TypeError and the webui falls back to a plain LANCZOS resize. Wrapped once:
+    after Reload UI the webui's own function is wrapped again, never our wrapper.
+    """
+    original = getattr(modelloader, "load_spandrel_model", None)
+    if original is None:
+        return
+    original = getattr(original, "_dlgsanet_original", original)
+
+    @functools.wraps(original)
+    def load_spandrel_model(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(path).lower().endswith(PICKLE_SUFFIXES):
+            descriptor = _dlgsanet_descriptor(path, **kwargs)
+            if descriptor is not None:
+                return descriptor
+        return original(path, *args, **kwargs)
+
+    load_spandrel_model._dlgsanet_original = original  # type: ignore[attr-defined]
+    modelloader.load_spandrel_model = load_spandrel_model
+
+
+def _extend_api_options_model() -> None:
+    """Show our settings in ``GET /sdapi/v1/options`` on Forge.
+
+    ``modules.api.models`` builds the response model of that endpoint from the options
+    registered when it is first imported. Forge's built-in ControlNet imports it while the
+    built-in scripts load, before any extension script registers options, so the answer leaves
+    ours out (POST still sets them). The API's routes are made after every script is loaded, so
+    replacing ``OptionsModel`` by one that adds our fields now is what the route then uses.
+    On A1111 the module is imported later, with our options already in it: nothing to do.
+    """
+    models = sys.modules.get("modules.api.models")
+    base = getattr(models, "OptionsModel", None)
+    if base is None:
+        return
+    known = getattr(base, "model_fields", None) or getattr(base, "__fields__", {})
+    missing = [key for key in DEFAULTS if key not in known]
+    if not missing:
+        return
+    from pydantic import Field, create_model
+
+    labels = {key: info.label for key, info in _option_infos().items()}
+    fields: dict[str, Any] = {
+        key: (Optional[type(DEFAULTS[key])], Field(default=DEFAULTS[key], description=labels[key]))
+        for key in missing}
+    models.OptionsModel = create_model("Options", __base__=base, **fields)  # type: ignore[union-attr]
+
+
 def _wire() -> None:
     try:
         register_settings()
@@ -445,6 +541,11 @@ def _wire() -> None:
             except TypeError:  # older webui without the name= keyword
                 register(callback)
     _register_spandrel()
+    for step in (_wrap_load_spandrel_model, _extend_api_options_model):
+        try:
+            step()
+        except Exception:
+            logger.warning("DLGSANet: %s failed", step.__name__, exc_info=True)
 
 
 _wire()

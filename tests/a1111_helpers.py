@@ -147,6 +147,16 @@ def make_webui(root: Path) -> Webui:
     return Webui(data)
 
 
+def use_a1111_torch_load(monkeypatch: Any) -> None:
+    """``torch.load`` replaced by the stand-in ``modules/safe.py`` checker, as every A1111 start
+    does (``modules/paths.py`` imports ``modules.safe``); the test's own ``torch.load`` comes back
+    afterwards. Forge leaves ``torch.load`` alone."""
+    from modules import safe
+
+    monkeypatch.setattr(safe, "unsafe_torch_load", torch.load)
+    monkeypatch.setattr(torch, "load", safe.load)
+
+
 def host_on_sys_path(forge: bool = False) -> list[str]:
     """The stand-in host folders to prepend to sys.path (Forge extras last so A1111 wins)."""
     paths = [str(A1111_HOST)]

@@ -32,11 +32,12 @@ def one_torch_thread():
 @pytest.fixture
 def webui(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A fresh A1111 webui around the stand-in host (``a1111_helpers.Webui``), with the host's
-    folders on ``sys.path`` for the test."""
-    from a1111_helpers import host_on_sys_path, make_webui
+    folders on ``sys.path`` and A1111's replacement of ``torch.load`` for the test."""
+    from a1111_helpers import host_on_sys_path, make_webui, use_a1111_torch_load
 
     for path in reversed(host_on_sys_path()):
         monkeypatch.syspath_prepend(path)
+    use_a1111_torch_load(monkeypatch)
     return make_webui(tmp_path)
 
 

@@ -138,8 +138,24 @@ def test_forge_sys_path_and_memory_hook(tmp_path, monkeypatch):
         sys.path[:] = [p for p in sys.path if not p.startswith(str(tmp_path))]
 
 
-@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
-def test_dlgsanet_file_in_models_esrgan_loads_through_the_builtin_path(webui, suffix):
+@pytest.fixture
+def forge_webui(webui, monkeypatch):
+    """The ``webui`` fixture booted as Forge: its extras importable, ``torch.load`` left alone."""
+    import torch
+
+    monkeypatch.setattr(torch, "load", webui.modules("safe").unsafe_torch_load)
+    for path in host_on_sys_path(forge=True)[1:]:
+        monkeypatch.syspath_prepend(path)
+    webui.forge = True
+    yield webui
+    forget_forge_modules()
+
+
+@pytest.mark.parametrize("host,suffix", [("a1111", ".pth"), ("forge", ".pth"), ("forge", ".safetensors")])
+def test_dlgsanet_file_in_models_esrgan_loads_through_the_builtin_path(request, host, suffix):
+    """A .pth saved by this torch: A1111's safe torch.load returns None for it (new zip entries);
+    our wrapper of load_spandrel_model reads DLGSANet files itself, so no plain resize."""
+    webui = request.getfixturevalue("webui" if host == "a1111" else "forge_webui")
     esrgan_dir = webui.models_dir / "ESRGAN"
     write_model(nearest_model(2, bias=(0.25, 0.0, 0.0)), esrgan_dir / f"2x_DLGSANet{suffix}")
     webui.boot()
@@ -155,6 +171,36 @@ def test_dlgsanet_file_in_models_esrgan_loads_through_the_builtin_path(webui, su
     # recommends the DLGSANet entries, which feed RGB (see test_colours_are_fed_in_rgb_order).
     r, g, b = np.asarray(out).reshape(-1, 3).mean(0)
     assert round(b) == 100 + round(0.25 * 255) and round(r) == 100 and round(g) == 100
+
+
+def test_a1111_safe_load_refuses_current_torch_files(webui, tmp_path):
+    """The host behaviour the wrapper exists for (stand-in of A1111's modules/safe.py)."""
+    import torch
+
+    webui.boot()
+    path = tmp_path / "plain.pth"
+    torch.save({"w": torch.ones(2)}, path)
+    assert torch.load(path) is None
+    assert any("may be malicious" in r for r in webui.modules("errors").reported)
+
+
+def test_other_files_in_models_esrgan_take_the_webuis_path(webui, monkeypatch):
+    import torch
+    from spandrel import ModelLoader
+
+    webui.boot()
+    webui.boot()  # Reload UI imports the script again: the webui's own function is wrapped once
+    load = webui.modules("modelloader").load_spandrel_model
+    assert not hasattr(load._dlgsanet_original, "_dlgsanet_original")
+
+    path = webui.models_dir / "ESRGAN" / "other.pth"
+    path.parent.mkdir()
+    torch.save({"conv_first.weight": torch.zeros(8, 3, 3, 3)}, path)
+    seen = []
+    monkeypatch.setattr(ModelLoader, "load_from_file", lambda self, p: seen.append(p) or 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        load(str(path), device=None)
+    assert seen == [str(path)]  # spandrel's own loader got it, as without the extension
 
 
 def test_esrgan_folder_without_our_registration_cannot_load_dlgsanet(webui):

@@ -334,6 +334,29 @@ def test_progress_bar_follows_the_webui_setting(webui, capsys):
     assert "DLGSANet" not in capsys.readouterr().err
 
 
+def test_progress_rate_is_meaningful_from_the_first_tile(webui, capsys):
+    """The bar's clock starts with the work: a tile that takes 0.3 s shows about 3 tile/s, not
+    thousands (a bar made at the first report counts that tile as done in no time)."""
+    import time
+
+    path = write_model(nearest_model(2), webui.dlgsanet_dir / "near2.safetensors")
+    webui.boot()
+    entry = webui.entry_for(path)
+    slow = ForwardCounter(cached_model(webui, entry), on_call=lambda n: time.sleep(0.3))
+    for tile, size in ((0, (40, 30)), (96, (150, 100))):  # one tile (the bar's last line), several
+        webui.set_opt("dlgsanet_tile", tile)
+        webui.set_opt("dlgsanet_tile_overlap", 8)
+        capsys.readouterr()
+        slow.calls = 0
+        entry.scaler.upscale(Image.new("RGB", size, (10, 20, 30)), 2, entry.data_path)
+        err = capsys.readouterr().err
+        rates = [float(v) if unit == "tile/s" else 1 / float(v)
+                 for v, unit in re.findall(r"([\d.]+)(tile/s|s/tile)\]", err)]
+        assert slow.calls >= 1 and rates, err
+        assert max(rates) < 10, err  # ~3.3 tile/s: 1 / 0.3 s
+    slow.remove()
+
+
 def test_settings_exist_without_the_settings_page(webui):
     # --nowebui never builds the settings page, so on_ui_settings callbacks never run there.
     webui.boot(["--nowebui"])

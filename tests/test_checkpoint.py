@@ -253,3 +253,114 @@ def test_inspect_config_reads_shapes_only(model, tmp_path) -> None:
     (tmp_path / "empty.pth").write_bytes(b"")
     with pytest.raises(CheckpointError, match="empty"):
         inspect_config(tmp_path / "empty.pth")
+
+
+# ---------------------------------------------------------------------------------------------
+# our own pickle reader (dlgsanet.torch_pickle): every torch.save layout, never torch.load
+# ---------------------------------------------------------------------------------------------
+def _save(obj, path, layout: str) -> pathlib.Path:
+    torch.save(obj, path, _use_new_zipfile_serialization=(layout == "zip"))
+    return path
+
+
+@pytest.mark.parametrize("layout", ["zip", "legacy"])
+@pytest.mark.parametrize("wrap", ["plain", "params", "params_ema", "both"])
+def test_every_torch_save_layout_loads(model, tmp_path, layout, wrap) -> None:
+    sd = model.state_dict()  # an OrderedDict with _metadata, as real checkpoints are
+    noisy = {k: v + 1.0 for k, v in sd.items()}
+    obj = {"plain": sd, "params": {"params": sd}, "params_ema": {"params_ema": sd},
+           "both": {"params": noisy, "params_ema": sd, "iter": 5000}}[wrap]
+    path = _save(obj, tmp_path / "m.pth", layout)
+    assert _same_output(model, load_model(path, tlc_window=8))
+    from dlgsanet.checkpoint import inspect_config
+
+    assert inspect_config(path) == model.config.with_(tlc_window=None)
+
+
+@pytest.mark.parametrize("layout", ["zip", "legacy"])
+def test_tensor_kinds_round_trip(tmp_path, layout) -> None:
+    from dlgsanet.torch_pickle import read_torch_file
+
+    base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
+    obj = {"t": base, "view": base[1:3, ::2], "transposed": base.t(), "half": base.half(),
+           "bf16": base.bfloat16(), "int": torch.arange(5), "bool": torch.tensor([True, False]),
+           "param": torch.nn.Parameter(torch.ones(3)), "empty": torch.zeros(0, 4), "scalar": torch.tensor(2.5),
+           "meta": {"epoch": 3, "name": "x", "lr": [0.1, None]}}
+    path = _save(obj, tmp_path / "k.pth", layout)
+    got = read_torch_file(path)
+    for key, value in obj.items():
+        if isinstance(value, torch.Tensor):
+            assert got[key].dtype == value.dtype and torch.equal(got[key], value.detach()), key
+        else:
+            assert got[key] == value
+    shapes = read_torch_file(path, shapes_only=True)
+    assert shapes["view"].device.type == "meta" and shapes["view"].shape == (2, 3)
+
+
+def test_reading_never_calls_torch_load(model, tmp_path, monkeypatch) -> None:
+    """A1111's modules/safe.py replaces torch.load and returns None for current torch files."""
+    zip_file = _save({"params_ema": model.state_dict()}, tmp_path / "new.pth", "zip")
+    legacy = _save(model.state_dict(), tmp_path / "old.pth", "legacy")
+    monkeypatch.setattr(torch, "load", lambda *a, **k: None)
+    for path in (zip_file, legacy):
+        assert _same_output(model, load_model(path, tlc_window=8))
+
+
+class _SystemPayload:
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (self.command,))
+
+
+@pytest.mark.parametrize("layout", ["zip", "legacy"])
+def test_os_system_pickle_is_named_and_never_runs(model, tmp_path, layout) -> None:
+    marker = tmp_path / "pwned"
+    path = _save({"params": model.state_dict(), "x": _SystemPayload(f"touch {marker}")}, tmp_path / "evil.pth", layout)
+    from dlgsanet.checkpoint import inspect_config
+
+    for read in (load_model, inspect_config):
+        with pytest.raises(CheckpointError) as info:
+            read(path)
+        message = str(info.value)
+        assert "tries to call os.system" in message and "no code from checkpoints is ever run" in message
+        assert "python -m dlgsanet convert" in message and "truncated" not in message
+    assert not marker.exists()
+
+
+def _rezip(src: pathlib.Path, dst: pathlib.Path, change) -> pathlib.Path:
+    import zipfile
+
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            data = change(info.filename, zin.read(info.filename))
+            if data is not None:
+                zout.writestr(info.filename, data)
+    return dst
+
+
+def test_storage_records_are_checked_against_the_file(model, tmp_path) -> None:
+    src = _save(model.state_dict(), tmp_path / "m.pth", "zip")
+    short = _rezip(src, tmp_path / "short.pth", lambda n, d: d[:8] if n.endswith("/data/0") else d)
+    gone = _rezip(src, tmp_path / "gone.pth", lambda n, d: None if n.endswith("/data/0") else d)
+    for path, what in ((short, "holds 8 bytes"), (gone, "missing storage record")):
+        with pytest.raises(CheckpointError, match=f"truncated or corrupt.*{what}"):
+            load_model(path)
+
+
+def test_object_building_opcodes_are_refused(model, tmp_path) -> None:
+    """Opcodes that would call code on an allowed class (NEWOBJ) or set an object's state (BUILD)."""
+    import pickle
+
+    src = _save(model.state_dict(), tmp_path / "m.pth", "zip")
+    newobj = pickle.PROTO + b"\x02" + pickle.GLOBAL + b"collections\nOrderedDict\n" + pickle.EMPTY_TUPLE \
+        + pickle.NEWOBJ + pickle.STOP
+    build = pickle.PROTO + b"\x02" + pickle.GLOBAL + b"torch\nfloat32\n" + pickle.EMPTY_DICT + pickle.BUILD \
+        + pickle.STOP
+    for name, payload in (("newobj", newobj), ("build", build)):
+        path = _rezip(src, tmp_path / f"{name}.pth", lambda n, d: payload if n.endswith("/data.pkl") else d)
+        with pytest.raises(CheckpointError, match="refused to load: this pickle would run code"):
+            load_model(path)

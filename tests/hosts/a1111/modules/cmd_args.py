@@ -2,7 +2,8 @@
 
 Same names, types and defaults as the real parser for: --data-dir, --models-dir, --no-half,
 --precision, --upcast-sampling, --use-cpu, --skip-install, --nowebui, --api, --loglevel,
---ui-settings-file, --freeze-settings, --hide-ui-dir-config and --disable-all-extensions.
+--ui-settings-file, --freeze-settings, --hide-ui-dir-config, --disable-all-extensions and
+--disable-safe-unpickle.
 """
 from __future__ import annotations
 
@@ -27,3 +28,4 @@ parser.add_argument("--freeze-settings-in-sections", type=str, default=None)
 parser.add_argument("--freeze-specific-settings", type=str, default=None)
 parser.add_argument("--hide-ui-dir-config", action="store_true", help="hide directory configuration from webui")
 parser.add_argument("--disable-all-extensions", action="store_true", help="prevent all extensions from running")
+parser.add_argument("--disable-safe-unpickle", action="store_true", help="disable checking pytorch models for malicious code", default=False)

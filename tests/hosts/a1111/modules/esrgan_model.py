@@ -2,13 +2,17 @@
 path any spandrel-loadable file in ``models/ESRGAN`` takes (Forge-classic forks show only this
 one). Written from the real file's behaviour (not copied).
 
-Lists ``models/ESRGAN`` (``.pt``/``.pth``; Forge HEAD adds ``.safetensors``) with scale 4 and
+Lists ``models/ESRGAN`` (A1111 1.10.1: ``.pt``/``.pth``; Forge HEAD, whose file imports
+``modules_forge.utils``: ``.safetensors`` too, so the stand-in lists those when
+``modules_forge`` is importable) with scale 4 and
 the file stem as the name; with no files, the downloadable "ESRGAN_4x" entry. ``do_upscale``
 loads with ``modelloader.load_spandrel_model(expected_architecture="ESRGAN")`` on every call
 (no cache), reports a load failure and returns the input, and runs
 ``upscaler_utils.upscale_with_model`` with the ESRGAN tile settings.
 """
 from __future__ import annotations
+
+import importlib.util
 
 from modules import devices, errors, modelloader
 from modules.shared import opts
@@ -24,7 +28,8 @@ class UpscalerESRGAN(Upscaler):
         self.scalers = []
         self.user_path = dirname
         super().__init__()
-        model_paths = self.find_models(ext_filter=[".pt", ".pth", ".safetensors"])
+        forge = importlib.util.find_spec("modules_forge") is not None
+        model_paths = self.find_models(ext_filter=[".pt", ".pth", ".safetensors"] if forge else [".pt", ".pth"])
         if not model_paths:
             self.scalers.append(UpscalerData(self.model_name, self.model_url, self, 4))
         for file in model_paths:
