@@ -80,7 +80,8 @@ def upscale_rgba(model: torch.nn.Module, images: torch.Tensor, *, channels_last:
     ``images``: float 0..1, ``[B,C,H,W]`` or with ``channels_last=True`` ``[B,H,W,C]`` (ComfyUI's
     IMAGE), C = 3 or 4. Returns the same layout and channel count, ``scale`` times larger.
     ``alpha``: "bicubic" (default) or "model". Other keywords (tile_size, overlap, ...) go to
-    :func:`dlgsanet.upscale`; ``progress``/``cancel`` cover both passes.
+    :func:`dlgsanet.upscale` (``border`` included: the default mirror padding applies to the
+    colour and to a network alpha pass alike); ``progress``/``cancel`` cover both passes.
     """
     if alpha not in ALPHA_MODES:
         raise ImageInputError(f"alpha must be one of {ALPHA_MODES}, got {alpha!r}")
@@ -100,7 +101,7 @@ def upscale_rgba(model: torch.nn.Module, images: torch.Tensor, *, channels_last:
             progress(done, total * passes)
 
     def alpha_progress(done: int, total: int) -> None:
-        if progress is not None:
+        if progress is not None and done > 0:  # its start is the colour pass's end, said already
             progress(first_total[0] + done, first_total[0] + total)
 
     out: Optional[torch.Tensor] = None

@@ -343,7 +343,8 @@ def super_resolve(model: torch.nn.Module, lr: np.ndarray, *, tile_size: Optional
     """(the model's 8-bit RGB output, tiles used) for an 8-bit RGB LR image.
 
     Runs through :func:`dlgsanet.upscale` (whole image when it fits in memory, as the paper's
-    test code does; tiles otherwise) and quantises with :func:`dlgsanet.metrics.to_uint8`.
+    test code does; tiles otherwise) with ``border="official"`` (no border padding, so scores
+    compare with published ones) and quantises with :func:`dlgsanet.metrics.to_uint8`.
     """
     from .inference import upscale
 
@@ -353,7 +354,7 @@ def super_resolve(model: torch.nn.Module, lr: np.ndarray, *, tile_size: Optional
         tiles[0] = total
 
     x = torch.from_numpy(np.ascontiguousarray(lr.transpose(2, 0, 1))).float().div_(255.0)[None]
-    out = upscale(model, x, tile_size=tile_size, overlap=overlap, progress=count)
+    out = upscale(model, x, tile_size=tile_size, overlap=overlap, progress=count, border="official")
     return to_uint8(out.float()), tiles[0]
 
 

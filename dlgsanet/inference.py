@@ -20,6 +20,16 @@ its edges. Each tile therefore runs inside ``tlc.tlc_frame``, which gives it the
 windows (those crossing its edge shifted inside it); what remains differs only near tile edges,
 where the overlap's blending weights are small or zero.
 
+Why the image is padded (``border``): the network's convolutions pad with zeros, and its input
+is shifted by the dataset's mean colour, so at an image border it sees a frame of that grey
+mean, and border pixels are pulled towards it: with the bundled model the outermost pixels of
+flat colours drift by up to 47 levels (of 255) and a 1x1 image changes colour. By default (``border="mirror"``) the engine therefore upscales the image
+mirrored outwards by ``BORDER_PAD`` pixels on every side and keeps only the image's own part of
+the output. Tiles are planned over that padded image, so only tiles touching the border carry
+padding (an interior tile's edges already have real context) and tiled output still matches the
+untiled one. ``border="official"`` runs the image as it is, exactly as ``model(x)`` and the
+official test code do. Figures in docs/tiling.md ("Image borders").
+
 Why out-of-memory handling looks like this: on CUDA an OOM is recoverable. A failure on the
 very first tile re-plans the image with half the tile size (nothing is lost); a failure later
 keeps the finished work and computes each remaining tile in sub-tiles of the reduced size, so
@@ -34,14 +44,22 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from .errors import DLGSANetError, ImageInputError, TileOutOfMemoryError, UpscaleCancelled
+from .errors import (DLGSANetError, ImageInputError, TileOutOfMemoryError, TileSettingsError,
+                     UpscaleCancelled)
 from .memory import auto_tile_size
 from .tlc import tlc_frame
 from .tiling import (DEFAULT_OVERLAP, DEFAULT_RAMP, MIN_TILE_SIZE, TilePlan,
-                     axis_weights, check_settings, plan_tiles)
+                     axis_weights, check_settings, mirror_index, plan_tiles)
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
 OUTPUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.uint8)
+#: ``border`` values: "mirror" pads the image by mirroring (the engine's default, right colours
+#: at the border); "official" runs it unpadded, bit for bit what ``model(x)`` gives.
+BORDER_MODES = ("mirror", "official")
+DEFAULT_BORDER = "mirror"
+#: Input pixels mirrored onto each side with ``border="mirror"`` (measured: 8 brings flat colours
+#: within 1 level of 255 at the border, from 47; more gains nothing; docs/tiling.md).
+BORDER_PAD = 8
 
 
 def is_out_of_memory(exc: BaseException, oom_types: Sequence[type] = ()) -> bool:
@@ -89,6 +107,29 @@ def _check_images(images: torch.Tensor) -> None:
         raise ImageInputError(f"expected float images in 0..1, got dtype {images.dtype}")
     if images.shape[2] < 1 or images.shape[3] < 1:
         raise ImageInputError(f"image has no pixels: {tuple(images.shape)}")
+
+
+def border_pad_for(border: str, border_pad: Optional[int]) -> int:
+    """Input pixels to mirror onto each side for ``border`` (0 for "official"); checks both."""
+    if border not in BORDER_MODES:
+        raise TileSettingsError(f"border must be one of {BORDER_MODES}, got {border!r}")
+    pad = BORDER_PAD if border_pad is None else border_pad
+    if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
+        raise TileSettingsError(f"border_pad must be an integer >= 0 (input pixels), got {border_pad!r}")
+    return 0 if border == "official" else pad
+
+
+def _source_crop(image: torch.Tensor, y0: int, y1: int, x0: int, x1: int, pad: int) -> torch.Tensor:
+    """Rows ``y0:y1`` and columns ``x0:x1`` of ``image`` [C,H,W] mirrored outwards by ``pad`` on
+    every side (coordinates in the padded image). Only what the tile needs is copied."""
+    h, w = image.shape[-2:]
+    crop = image
+    for dim, (a, b), n in ((-2, (y0 - pad, y1 - pad), h), (-1, (x0 - pad, x1 - pad), w)):
+        if 0 <= a and b <= n:
+            crop = crop.narrow(dim, a, b - a)
+        else:
+            crop = crop.index_select(dim, mirror_index(n, a, b).to(image.device))
+    return crop
 
 
 def _finalise(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -172,9 +213,12 @@ class _Engine:
 
     # -- one image ---------------------------------------------------------------------------
     def stream(self, image: torch.Tensor, plan: TilePlan, out: torch.Tensor, origin: tuple[int, int],
-               after_tile: Optional[Callable[[], None]], top_level: bool) -> None:
+               after_tile: Optional[Callable[[], None]], top_level: bool, pad: int = 0) -> None:
         """Blend every tile of ``plan`` over ``image`` [C,H,W] (at ``origin`` in the whole
         image) into ``out`` [channels,sH,sW].
+
+        With ``pad`` > 0, ``plan`` covers ``image`` mirrored outwards by ``pad`` pixels on each
+        side; tiles are cut from that padded image and only ``out``'s part of the result is kept.
 
         At top level each finished region is clamped and converted to ``out``'s dtype and
         device; sub-tiles (OOM fallback) stay float32 and unclamped. Tiles go row-major over
@@ -182,6 +226,7 @@ class _Engine:
         transposed views), and each output region is written once, final.
         """
         s = self.scale
+        P = pad * s  # output pixels of padding before out's first row and column
         transposed = plan.width > plan.height
         if transposed:
             image, out = image.transpose(-1, -2), out.transpose(-1, -2)
@@ -203,7 +248,7 @@ class _Engine:
                 X0, X1, NX = x0 * s, x1 * s, cols.next_start(j) * s
                 self.check_cancel()
                 may_replan = top_level and not self.progress_started and i == 0 and j == 0
-                crop = image[:, y0:y1, x0:x1]
+                crop = _source_crop(image, y0, y1, x0, x1, pad) if pad else image[:, y0:y1, x0:x1]
                 # The network always sees the tile the right way up; only blending is transposed.
                 if transposed:
                     crop, at = crop.transpose(-1, -2), (origin[0] + x0, origin[1] + y0)
@@ -220,9 +265,13 @@ class _Engine:
                 if carry is not None:  # the previous row's share, once per column
                     c0 = max(prev_X1, X0)
                     acc[:, :carry.shape[1], c0 - X0:] += carry[:, :, c0:X1]
-                region = out[:, Y0:NY, X0:NX]
-                final = acc[:, :NY - Y0, :NX - X0]
-                region.copy_(_finalise(final, region.dtype) if top_level else final)
+                # The finished region [Y0, NY) x [X0, NX), less the padding around out.
+                ry0, ry1 = max(Y0, P), min(NY, P + out.shape[-2])
+                rx0, rx1 = max(X0, P), min(NX, P + out.shape[-1])
+                if ry0 < ry1 and rx0 < rx1:
+                    region = out[:, ry0 - P:ry1 - P, rx0 - P:rx1 - P]
+                    final = acc[:, ry0 - Y0:ry1 - Y0, rx0 - X0:rx1 - X0]
+                    region.copy_(_finalise(final, region.dtype) if top_level else final)
                 if new_carry is not None:
                     new_carry[:, :, X0:NX] = acc[:, NY - Y0:, :NX - X0]
                 left = acc[:, :, NX - X0:].clone() if j + 1 < len(cols) else None
@@ -240,15 +289,28 @@ def upscale(model: torch.nn.Module, images: torch.Tensor, *, tile_size: Optional
             output_device: Optional[torch.device] = None, out: Optional[torch.Tensor] = None,
             min_tile_size: int = MIN_TILE_SIZE, memory_budget: Optional[int] = None,
             runner: Optional[Runner] = None, oom_types: Sequence[type] = (),
-            ramp: float = DEFAULT_RAMP, align_tlc: bool = True) -> torch.Tensor:
+            ramp: float = DEFAULT_RAMP, align_tlc: bool = True, border: str = DEFAULT_BORDER,
+            border_pad: Optional[int] = None, outscale: Optional[float] = None) -> torch.Tensor:
     """Upscale ``images`` [B,3,H,W] float in 0..1 by ``model.scale``; result clamped to 0..1.
+
+    - ``outscale``: any other output factor instead (1.5, 2 from a x4 model, 8 from a x4 model
+      by two passes): model passes, then antialiased resampling (``dlgsanet.resample``).
+      ``progress`` then counts input pixels of all passes when there are several; ``out`` is
+      not accepted with it.
 
     - ``tile_size`` (input pixels): None = whole image when it fits in free memory, else the
       largest tile that fits; an int forces tiles of that size (the image is still one tile
       when it is smaller). ``overlap`` defaults to ``tiling.DEFAULT_OVERLAP``.
-    - ``progress(done, total)`` is called after each tile (total = batch x tiles per image);
-      ``cancel()`` is called before each tile and a true result raises ``UpscaleCancelled``.
-      Exceptions raised by either (a host's own interrupt) pass through untouched.
+    - ``border``: "mirror" (default) mirrors ``border_pad`` (default ``BORDER_PAD``) pixels
+      onto each side before the network and crops its output, so border pixels keep their
+      colour (the network zero-pads, which pulls them towards grey); "official" gives exactly
+      ``model(x)``, as the official test code and published scores do.
+    - ``progress(done, total)`` is called once with ``done = 0`` before the first tile (so a
+      host can start its clock), then after each tile; ``total`` = batch x tiles per image,
+      fixed from the first finished tile on (an out-of-memory re-plan before it announces
+      ``(0, new total)``). ``cancel()`` is called before each tile and a true result raises
+      ``UpscaleCancelled``. Exceptions raised by either (a host's own interrupt) pass through
+      untouched.
     - ``output_dtype``: a float dtype or ``torch.uint8`` (0..255, a quarter of float32's
       memory); default the images' dtype. ``output_device`` defaults to the images' device.
       ``out``: an existing [B,3,sH,sW] tensor or view to write into instead (for example a
@@ -262,6 +324,16 @@ def upscale(model: torch.nn.Module, images: torch.Tensor, *, tile_size: Optional
     """
     _check_images(images)
     scale = _model_scale(model)
+    if outscale is not None:  # any other output factor: passes + resampling (resample.py)
+        from .resample import upscale_by
+
+        def one_pass(x: torch.Tensor, p: Optional[Callable[[int, int], None]]) -> torch.Tensor:
+            return upscale(model, x, tile_size=tile_size, overlap=overlap, progress=p, cancel=cancel,
+                           min_tile_size=min_tile_size, memory_budget=memory_budget, runner=runner,
+                           oom_types=oom_types, ramp=ramp, align_tlc=align_tlc, border=border,
+                           border_pad=border_pad)
+        return upscale_by(one_pass, images, outscale, scale=scale, progress=progress, out=out,
+                          output_dtype=output_dtype, output_device=output_device)
     b, _, h, w = images.shape
     if out is None:
         out_dtype = images.dtype if output_dtype is None else output_dtype
@@ -282,7 +354,7 @@ def upscale(model: torch.nn.Module, images: torch.Tensor, *, tile_size: Optional
                      progress=progress, cancel=cancel, out=out, output_dtype=out_dtype,
                      output_device=out_device, min_tile_size=min_tile_size,
                      memory_budget=memory_budget, runner=runner, oom_types=oom_types, ramp=ramp,
-                     align_tlc=align_tlc)
+                     align_tlc=align_tlc, border=border, border_pad=border_pad)
 
 
 def run_tiled(model: torch.nn.Module, images: torch.Tensor, *, out_channels: int = 3,
@@ -292,7 +364,8 @@ def run_tiled(model: torch.nn.Module, images: torch.Tensor, *, out_channels: int
               output_dtype: torch.dtype = torch.float32, output_device: Optional[torch.device] = None,
               min_tile_size: int = MIN_TILE_SIZE, memory_budget: Optional[int] = None,
               runner: Optional[Runner] = None, oom_types: Sequence[type] = (),
-              ramp: float = DEFAULT_RAMP, align_tlc: bool = True) -> torch.Tensor:
+              ramp: float = DEFAULT_RAMP, align_tlc: bool = True, border: str = DEFAULT_BORDER,
+              border_pad: Optional[int] = None) -> torch.Tensor:
     """The engine behind :func:`upscale` for any channel counts (``alpha.py`` runs 1-channel alpha).
 
     ``runner`` maps a [1,C_in,h,w] tile to [1,out_channels,s*h,s*w]; arguments are not
@@ -303,7 +376,9 @@ def run_tiled(model: torch.nn.Module, images: torch.Tensor, *, out_channels: int
     device, dtype = _device_dtype(model)
     overlap = DEFAULT_OVERLAP if overlap is None else overlap
     check_settings(overlap=overlap, min_tile_size=min_tile_size, tile_size=tile_size, ramp=ramp)
+    pad = border_pad_for(border, border_pad)
     b, _, h, w = images.shape
+    hp, wp = h + 2 * pad, w + 2 * pad  # the (virtual) padded image the tiles are planned over
     engine: Optional[_Engine] = None
     try:
         if out is None:
@@ -313,17 +388,17 @@ def run_tiled(model: torch.nn.Module, images: torch.Tensor, *, out_channels: int
             return out
         if tile_size is None:
             reserved = out.numel() * out.element_size() if out.device == device else 0
-            auto = auto_tile_size(model, h, w, device=device, dtype=dtype, budget=memory_budget,
+            auto = auto_tile_size(model, hp, wp, device=device, dtype=dtype, budget=memory_budget,
                                   reserved=reserved)
-            limit = max(h, w) if auto is None else max(auto, min_tile_size, overlap + 1)
+            limit = max(hp, wp) if auto is None else max(auto, min_tile_size, overlap + 1)
         else:
             limit = tile_size
         engine = _Engine(runner if runner is not None else model, scale=scale, device=device,
                          dtype=dtype, channels=out_channels, overlap=overlap, ramp=ramp,
                          min_tile=min_tile_size, limit=limit, cancel=cancel, oom_types=oom_types,
                          align_tlc=align_tlc)
-        engine.image_size = (h, w)
-        done, total = 0, 0
+        engine.image_size = (hp, wp)
+        done, total, announced = 0, 0, None
 
         def after_tile() -> None:
             nonlocal done
@@ -335,11 +410,15 @@ def run_tiled(model: torch.nn.Module, images: torch.Tensor, *, out_channels: int
         with torch.inference_mode():
             for k in range(b):
                 while True:
-                    plan = plan_tiles(h, w, engine.limit, overlap)
+                    plan = plan_tiles(hp, wp, engine.limit, overlap)
                     if not engine.progress_started:
                         total = b * len(plan)
+                        if progress is not None and total != announced:
+                            announced = total
+                            progress(0, total)  # work starts now (and this many tiles)
                     try:
-                        engine.stream(images[k], plan, out[k], (0, 0), after_tile, top_level=True)
+                        engine.stream(images[k], plan, out[k], (0, 0), after_tile, top_level=True,
+                                      pad=pad)
                         break
                     except _Replan:
                         continue

@@ -182,3 +182,20 @@ def axis_weights(axis: AxisPlan, scale: int, ramp: float = DEFAULT_RAMP) -> tupl
     if not 0 < ramp <= 1:
         raise TileSettingsError(f"ramp must be in (0, 1], got {ramp!r}")
     return _axis_weights_cached(axis.size, axis.tile, axis.starts, scale, float(ramp))
+
+
+
+def mirror_index(size: int, start: int, stop: int) -> torch.Tensor:
+    """Source pixel of each position ``start..stop-1`` of an axis of ``size`` pixels mirrored
+    about its outer edges (``cba|abcd|dcba``: the edge pixel repeats, as numpy's and MATLAB's
+    "symmetric"). Positions may be negative or >= ``size`` (the border padding); the mirroring
+    repeats as often as needed, so any pad works on any size (a 1-pixel axis repeats that pixel).
+
+    Why not ``torch.nn.functional.pad``'s "reflect" (``dcb|abcd|cba``): it needs the pad to be
+    smaller than the image, and on photographs it puts a mirrored ridge at every border that
+    the network sharpens into an artefact (border bands 1 dB worse, docs/tiling.md).
+    """
+    if size < 1:
+        raise TileSettingsError(f"cannot mirror an axis of {size} pixels")
+    i = torch.arange(start, stop).remainder(2 * size)
+    return torch.where(i >= size, 2 * size - 1 - i, i)

@@ -2,7 +2,9 @@
 
 The models here are small test networks with a known receptive field (tiling_helpers.py), so
 "tiled equals whole-image" is an exact expectation; accuracy with the real trained network is
-measured in test_tiling_accuracy.py.
+measured in test_tiling_accuracy.py. Tests that compare the engine with ``model(x)`` ask for
+``border="official"`` (no border padding); the default mirror padding is tested in
+test_tiling_borders.py.
 """
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ from dlgsanet.errors import DLGSANetError
 from dlgsanet.inference import is_out_of_memory
 from dlgsanet.tiling import TileSettingsError, plan_tiles
 
-SMALL = dict(min_tile_size=4)
+OFFICIAL = dict(border="official")  # the engine gives exactly model(x) on a whole image
+SMALL = dict(min_tile_size=4, **OFFICIAL)
 _one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 
 
@@ -66,7 +69,7 @@ def test_whole_image_when_it_fits_and_no_tile_size_is_given():
         return model(t)
 
     x = torch.rand(2, 3, 30, 50)
-    y = upscale(model, x, runner=runner)
+    y = upscale(model, x, runner=runner, **OFFICIAL)
     assert sizes == [(30, 50), (30, 50)]
     torch.testing.assert_close(y, whole(model, x), atol=1e-6, rtol=0)
 
@@ -80,7 +83,7 @@ def test_auto_tiles_when_the_memory_budget_is_small():
 
     x = torch.rand(1, 3, 100, 100)
     budget = 5000 * 8  # a few thousand pixels' worth at the generic per-pixel estimate
-    y = upscale(model, x, runner=runner, memory_budget=budget, overlap=4, min_tile_size=16)
+    y = upscale(model, x, runner=runner, memory_budget=budget, overlap=4, min_tile_size=16, **OFFICIAL)
     assert len(sizes) > 1 and max(max(s) for s in sizes) < 100
     torch.testing.assert_close(y, whole(model, x), atol=2e-6, rtol=0)
 
@@ -151,7 +154,7 @@ def test_subtiles_after_an_oom_keep_the_whole_image_windows():
     model = small_dlgsanet(scale=2, tlc_window=8)
     x = structured(100, 230)
     runner = FailAbove(model, limit=96, after=1)
-    y = upscale(model, x, tile_size=160, overlap=64, min_tile_size=16, runner=runner)
+    y = upscale(model, x, tile_size=160, overlap=64, min_tile_size=16, runner=runner, **OFFICIAL)
     assert runner.failed and runner.ok[0] == (100, 160) and max(map(max, runner.ok[1:])) <= 80
     torch.testing.assert_close(y, whole(model, x), atol=1e-5, rtol=0)
 
@@ -184,7 +187,7 @@ def test_a_frame_equal_to_the_image_changes_nothing():
 
 # -- progress and cancel --------------------------------------------------------------------
 
-def test_progress_after_each_tile_with_the_batch_total():
+def test_progress_at_start_and_after_each_tile_with_the_batch_total():
     calls, runs = [], []
     model = PixelModel(2)
 
@@ -196,8 +199,8 @@ def test_progress_after_each_tile_with_the_batch_total():
             progress=lambda d, t: calls.append((d, t)),
             runner=runner, **SMALL)
     total = 2 * tiles_of(30, 45, 16, 4)
-    assert calls == [(i, total) for i in range(1, total + 1)]
-    assert runs == list(range(total))  # progress reported after each tile, before the next
+    assert calls == [(i, total) for i in range(0, total + 1)]  # (0, total) before any tile
+    assert runs == list(range(1, total + 1))  # progress reported after each tile, before the next
 
 
 def _tensors_shaped(shape) -> list:
@@ -277,12 +280,14 @@ def test_oom_on_the_first_tile_replans_with_halved_tiles():
     x = torch.rand(1, 3, 100, 90)
     runner, calls = FailAbove(model, limit=40), []
     y = upscale(model, x, tile_size=128, overlap=8, min_tile_size=16, runner=runner,
-                progress=lambda d, t: calls.append((d, t)))
+                progress=lambda d, t: calls.append((d, t)), **OFFICIAL)
     # The whole image (one tile) fails, then 50 -> 48 (a multiple of 8) fails, 24 fits.
     assert runner.failed == [(100, 90), (48, 48)]
     assert {max(s) for s in runner.ok} == {24}
     total = tiles_of(100, 90, 24, 8)
-    assert calls[-1] == (total, total) and len(calls) == total
+    # Each re-plan before the first finished tile announces its total at 0 done.
+    first = [(0, 1), (0, tiles_of(100, 90, 48, 8)), (0, total)]
+    assert calls == first + [(i, total) for i in range(1, total + 1)]
     torch.testing.assert_close(y, whole(model, x), atol=2e-6, rtol=0)
 
 
@@ -291,11 +296,11 @@ def test_oom_mid_way_keeps_finished_tiles_and_subtiles_the_rest():
     x = torch.rand(1, 3, 64, 150)
     runner, calls = FailAbove(model, limit=40, after=2), []
     y = upscale(model, x, tile_size=64, overlap=8, min_tile_size=16, runner=runner,
-                progress=lambda d, t: calls.append((d, t)))
+                progress=lambda d, t: calls.append((d, t)), **OFFICIAL)
     total = tiles_of(64, 150, 64, 8)
     assert runner.ok[:2] == [(64, 64), (64, 64)] and len(runner.failed) == 1
     assert all(max(s) <= 32 for s in runner.ok[2:])
-    assert calls == [(i, total) for i in range(1, total + 1)]  # the announced plan is kept
+    assert calls == [(i, total) for i in range(0, total + 1)]  # the announced plan is kept
     torch.testing.assert_close(y, whole(model, x), atol=2e-6, rtol=0)
 
 
@@ -303,7 +308,8 @@ def test_oom_at_the_minimum_tile_raises_a_clear_error_and_releases_memory():
     model = PixelModel(2)
     runner = FailAbove(model, limit=10)
     with pytest.raises(TileOutOfMemoryError, match="smallest allowed") as info:
-        upscale(model, torch.rand(1, 3, 70, 70), tile_size=64, overlap=4, min_tile_size=16, runner=runner)
+        upscale(model, torch.rand(1, 3, 70, 70), tile_size=64, overlap=4, min_tile_size=16, runner=runner,
+                **OFFICIAL)
     assert isinstance(info.value, MemoryError)
     assert runner.failed == [(64, 64), (32, 32), (16, 16)] and runner.ok == []
     assert _tensors_shaped((1, 3, 140, 140)) == []
@@ -318,7 +324,7 @@ def test_oom_recognised_by_message_and_by_extra_types():
     model = PixelModel(2)
     runner = FailAbove(model, limit=20, exc=MemoryError)
     y = upscale(model, torch.rand(1, 3, 30, 30), tile_size=30, overlap=4, min_tile_size=8,
-                runner=runner, oom_types=(MemoryError,))
+                runner=runner, oom_types=(MemoryError,), **OFFICIAL)
     assert runner.failed == [(30, 30)] and y.shape == (1, 3, 60, 60)
 
 
