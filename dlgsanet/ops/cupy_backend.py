@@ -18,6 +18,9 @@ nvcc and g++, so what CI proves is what runs on a GPU.
 from __future__ import annotations
 
 import functools
+import importlib.metadata
+import importlib.util
+import re
 import threading
 import warnings
 from pathlib import Path
@@ -118,6 +121,58 @@ _compiled: Dict[Tuple[int, torch.dtype, int], Union[_Kernels, str]] = {}
 _streams: Dict[Tuple[int, int], Any] = {}
 
 
+def _first_line(exc: BaseException) -> str:
+    """The telling line of an error: cupy wraps an import failure in a banner of advice and puts the
+    real error under "Original error:" (``cupy/__init__.py``); otherwise the first line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip() and not set(line.strip()) <= {"="}]
+    for i, line in enumerate(lines[:-1]):
+        if line == "Original error:":
+            return lines[i + 1][:300]
+    return lines[0] if lines else ""
+
+
+def cupy_distributions() -> Dict[str, str]:
+    """Installed cupy distributions (cupy, cupy-cuda12x, ...) and their versions, from package metadata."""
+    found: Dict[str, str] = {}
+    for dist in importlib.metadata.distributions():
+        name = (dist.metadata["Name"] or "") if dist.metadata else ""
+        if name.lower() == "cupy" or name.lower().startswith(("cupy-cuda", "cupy_cuda", "cupy-rocm")):
+            found.setdefault(name.lower().replace("_", "-"), dist.version)
+    return found
+
+
+def _error_text(exc: BaseException) -> str:
+    """``Type: message`` of an error, unless its telling line already names the type."""
+    line = _first_line(exc)
+    return line if re.match(r"[A-Za-z_.]*(Error|Exception): ", line) else f"{type(exc).__name__}: {line}"
+
+
+def _import_failure(exc: ImportError) -> str:
+    """Why ``import cupy`` raised: not installed at all, or installed but not importable.
+
+    The two need different fixes: a cupy built for numpy 2 under numpy 1.26, for example, raises
+    ``ImportError: numpy.core.multiarray failed to import`` although it is installed.
+    """
+    try:
+        present = importlib.util.find_spec("cupy") is not None
+    except (ImportError, ValueError):  # a half-imported cupy in sys.modules
+        present = True
+    if not present:  # (also what ``sys.modules["cupy"] = None`` looks like)
+        return (f"cupy is not installed ({_first_line(exc)}); run `python install.py` in the DLGSANet "
+                f"folder, or `pip install dlgsanet[cuda12]` (cuda11/cuda12/cuda13 matching "
+                f"torch.version.cuda={torch.version.cuda})")
+    which = ", ".join(f"{name} {version}" for name, version in sorted(cupy_distributions().items())) or "cupy"
+    numpy = ""
+    if "numpy" in str(exc).lower():
+        try:
+            numpy = f" (numpy {importlib.metadata.version('numpy')} is installed)"
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return (f"{which} is installed but cannot be imported: {_error_text(exc).rstrip('.')}{numpy}; "
+            f"uninstall it, then run `python install.py` in the DLGSANet folder, which installs the newest cupy "
+            f"that fits the installed packages")
+
+
 def import_cupy() -> Any:
     """The cupy module, imported once; raises :class:`CupyUnavailable` with the reason."""
     global _cupy, _cupy_error
@@ -129,11 +184,9 @@ def import_cupy() -> Any:
                 cupy.cuda.runtime.runtimeGetVersion()  # fails early when its CUDA libraries are unusable
                 _cupy = cupy
             except ImportError as exc:
-                _cupy_error = (f"cupy is not installed ({exc}); run `python install.py` in the DLGSANet "
-                               f"folder, or `pip install dlgsanet[cuda12]` (cuda11/cuda12/cuda13 matching "
-                               f"torch.version.cuda={torch.version.cuda})")
+                _cupy_error = _import_failure(exc)
             except Exception as exc:  # a broken cupy must never break inference
-                _cupy_error = f"cupy is installed but unusable: {type(exc).__name__}: {exc}"
+                _cupy_error = f"cupy is installed but unusable: {type(exc).__name__}: {_first_line(exc)}"
         if _cupy is None:
             raise CupyUnavailable(_cupy_error)
         return _cupy
