@@ -13,7 +13,7 @@ from PIL import Image
 
 from conftest import REPO_ROOT
 from core_helpers import random_model, small_config
-from dlgsanet import save_model
+from dlgsanet import load_model, save_model
 from dlgsanet.cli import main
 from dlgsanet.images import read_image
 
@@ -168,3 +168,22 @@ def test_unusable_precision_is_a_clear_error() -> None:
     else:
         with pytest.raises(Exception, match="bfloat16 does not run on this cpu"):
             pick_dtype("bf16", cpu)
+
+
+def test_border_official_gives_the_official_network_and_mirror_is_the_default(tmp_path) -> None:
+    """``--border official`` writes exactly ``model(x)``; the default (mirror) keeps a flat colour."""
+    flat = np.zeros((12, 12, 3), dtype=np.uint8)
+    flat[...] = (200, 30, 40)  # saturated: where the official zero padding drifts most
+    Image.fromarray(flat).save(tmp_path / "flat.png")
+    outs = {}
+    for border in ("mirror", "official"):
+        dst = tmp_path / f"{border}.png"
+        assert main(["upscale", str(tmp_path / "flat.png"), "-o", str(dst), "--border", border, "--quiet"]) == 0
+        outs[border] = np.asarray(Image.open(dst)).astype(int)
+    model = load_model().eval()
+    with torch.no_grad():
+        reference = model(torch.from_numpy(flat).permute(2, 0, 1)[None].float() / 255)[0]
+    expected = (reference.clamp(0, 1) * 255).round().permute(1, 2, 0).numpy().astype(int)
+    assert np.abs(outs["official"] - expected).max() <= 1  # the engine's own rounding of the same floats
+    assert np.abs(outs["official"] - flat[0, 0]).max() > 10  # the official network drifts at the edges
+    assert np.abs(outs["mirror"] - flat[0, 0]).max() <= 3

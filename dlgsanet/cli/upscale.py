@@ -63,6 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile", default=None, metavar="N",
                         help="tile size in input pixels, at least 96; 0 or auto: choose by free memory (default)")
     parser.add_argument("--overlap", type=int, default=None, help="tile overlap in input pixels (default: tuned)")
+    parser.add_argument("--border", choices=["mirror", "official"], default="mirror",
+                        help="image borders: mirror-pad the input so edges keep their colour (default), or "
+                             "official: exactly what the official network computes (zero padding, edges drift)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary")

@@ -91,7 +91,8 @@ def upscale_image(model, image: LoadedImage, args, progress) -> torch.Tensor:
     h, w = x.shape[-2:]
 
     def one_pass(t: torch.Tensor, p) -> torch.Tensor:
-        return upscale_rgba(model, t, tile_size=args.tile, overlap=args.overlap, progress=p)
+        return upscale_rgba(model, t, tile_size=args.tile, overlap=args.overlap, border=args.border,
+                            progress=p)
 
     out = upscale_to(one_pass, x[None], output_target(h, w, args, model.scale), scale=model.scale,
                      has_alpha=image.alpha is not None, progress=progress)
