@@ -12,169 +12,53 @@ preparation is absent.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-import uuid
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 pytestmark = pytest.mark.integration
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ (helpers)
 import comfy_helpers as ch  # noqa: E402
+import comfy_real_helpers as crh  # noqa: E402
+from comfy_real_helpers import MODEL_FILE, PACK_FOLDER  # noqa: E402,F401
 
 import dlgsanet  # noqa: E402
 from dlgsanet.alpha import upscale_rgba  # noqa: E402
 
-CACHE = Path(os.environ.get("DLGSANET_COMFYUI_CACHE", Path.home() / ".cache" / "dlgsanet-ci" / "comfyui"))
-COMFYUI = CACHE / "ComfyUI"
-PYTHON = CACHE / "venv" / "bin" / "python"
-PACK_FOLDER = "DLGSANet Upscaler.v2"  # spaces and a dot; ComfyUI maps "." to "_x_" in the module name
-MODEL_FILE = "dlgsanet_tiny_x4.safetensors"  # the name the built-in example workflow uses
+from integration_env import PYTHON, cache_dir, missing_requirements, not_prepared  # noqa: E402
+
+CACHE = cache_dir("DLGSANET_COMFYUI_CACHE", "comfyui")
+COMFYUI = CACHE / "ComfyUI"  # run with PYTHON (this pytest's), where setup_comfyui.sh added ComfyUI's requirements
 INPUT_SIZE = (120, 48)  # (width, height) of the test input: two tiles at the smallest tile size
-STARTUP_TIMEOUT = 240
-RUN_TIMEOUT = 300
 
 if not (CACHE / "READY").is_file():
-    pytest.skip(f"real ComfyUI not prepared at {CACHE}: run tests/integration/setup_comfyui.sh",
-                allow_module_level=True)
+    not_prepared(f"real ComfyUI not prepared at {CACHE}: run tests/integration/setup_comfyui.sh")
+if missing_requirements(CACHE / "requirements.txt"):
+    not_prepared(f"ComfyUI's requirements are not installed for {PYTHON} "
+                 f"({', '.join(missing_requirements(CACHE / 'requirements.txt')[:5])}): run "
+                 "tests/integration/setup_comfyui.sh with this Python's environment active")
 
 RESULTS: dict[str, Any] = {}
 SAVED: dict[str, np.ndarray] = {}
 
 
-# ------------------------------------------------------------------------------------------
-# the server
-# ------------------------------------------------------------------------------------------
-class Server:
-    def __init__(self, base: Path, port: int, proc: subprocess.Popen, log: Path) -> None:
-        self.base, self.port, self.proc, self.log_path = base, port, proc, log
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-    def get(self, path: str) -> Any:
-        with urllib.request.urlopen(self.url + path, timeout=30) as r:
-            body = r.read()
-        return json.loads(body) if body[:1] in (b"{", b"[") else body
-
-    def post(self, path: str, payload: Any) -> Any:
-        req = urllib.request.Request(self.url + path, data=json.dumps(payload).encode(),
-                                     headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:
-                return json.loads(r.read())
-        except urllib.error.HTTPError as e:
-            raise AssertionError(f"POST {path} -> {e.code}: {e.read().decode(errors='replace')}") from None
-
-    def run(self, prompt: dict[str, Any], workflow: Optional[dict[str, Any]] = None) -> dict[str, Any]:
-        """Queue ``prompt`` and wait for its /history entry."""
-        body = {"prompt": prompt, "client_id": str(uuid.uuid4())}
-        if workflow is not None:
-            body["extra_data"] = {"extra_pnginfo": {"workflow": workflow}}
-        prompt_id = self.post("/prompt", body)["prompt_id"]
-        deadline = time.monotonic() + RUN_TIMEOUT
-        while time.monotonic() < deadline:
-            history = self.get(f"/history/{prompt_id}")
-            if prompt_id in history and history[prompt_id].get("status", {}).get("completed") is not None:
-                return history[prompt_id]
-            if self.proc.poll() is not None:
-                raise AssertionError(f"ComfyUI exited while running a prompt:\n{self.log()[-4000:]}")
-            time.sleep(0.5)
-        raise AssertionError(f"prompt {prompt_id} did not finish in {RUN_TIMEOUT}s:\n{self.log()[-4000:]}")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _input_image() -> Image.Image:
-    """A small deterministic photo-like image: smooth gradients, edges, a disc and fine stripes."""
-    w, h = INPUT_SIZE
-    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    r = 0.5 + 0.5 * np.sin(x / 7.0) * np.cos(y / 11.0)
-    g = np.clip((x + y) / (w + h), 0, 1)
-    b = ((x // 6 + y // 6) % 2).astype(np.float32) * 0.6 + 0.2
-    disc = ((x - w * 0.6) ** 2 + (y - h * 0.45) ** 2) < (h * 0.25) ** 2
-    r[disc], g[disc], b[disc] = 0.95, 0.3, 0.1
-    rgb = np.stack([r, g, b], -1)
-    return Image.fromarray((rgb * 255).round().astype(np.uint8), "RGB")
-
-
-def _copy_pack(dest: Path) -> None:
-    shutil.copytree(ch.REPO_ROOT, dest, ignore=shutil.ignore_patterns(
-        ".git", "__pycache__", "*.pyc", ".pytest_cache", ".hypothesis", "tests", "runs", ".cache"))
-
-
-def _model_for_test(dest: Path) -> str:
-    """The bundled default model when the repository has one, else a small random-weight x4."""
-    bundled = dlgsanet.default_model_path()
-    if bundled.exists():
-        shutil.copyfile(bundled, dest)
-        return "bundled Tiny x4"
-    dlgsanet.save_model(ch.random_model(ch.small_config(scale=4)), dest)
-    return "random-weight small x4 (no bundled model in the repository)"
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     base = tmp_path_factory.mktemp("comfyui base")
-    _copy_pack(base / "custom_nodes" / PACK_FOLDER)
-    (base / "models" / "upscale_models").mkdir(parents=True)
-    RESULTS["model"] = _model_for_test(base / "models" / "upscale_models" / MODEL_FILE)
-    (base / "input").mkdir()
-    _input_image().save(base / "input" / "example.png")
-    port, log = _free_port(), base / "server.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("PYTHONPATH", None)  # the server sees only its own tree and the pack
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [str(PYTHON), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-             "--base-directory", str(base), "--disable-auto-launch",
-             "--database-url", "sqlite:///:memory:"],
-            cwd=COMFYUI, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    srv = Server(base, port, proc, log)
-    started = time.monotonic()
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"ComfyUI exited during start-up (code {proc.returncode}):\n{srv.log()[-6000:]}")
-            try:
-                srv.get("/system_stats")
-                break
-            except (urllib.error.URLError, ConnectionError, OSError):
-                if time.monotonic() - started > STARTUP_TIMEOUT:
-                    pytest.fail(f"ComfyUI did not answer within {STARTUP_TIMEOUT}s:\n{srv.log()[-6000:]}")
-                time.sleep(0.5)
-        RESULTS["startup_s"] = round(time.monotonic() - started, 1)
-        yield srv
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        print(f"\nComfyUI integration results: {json.dumps(RESULTS, indent=1)}")
+    RESULTS["model"] = crh.prepare_base(base, INPUT_SIZE)
+    with crh.running_server(PYTHON, COMFYUI, base) as srv:
+        RESULTS["startup_s"] = srv.startup_s
+        try:
+            yield srv
+        finally:
+            print(f"\nComfyUI integration results: {json.dumps(RESULTS, indent=1)}")
 
 
 @pytest.fixture(scope="module")
@@ -182,56 +66,12 @@ def object_info(server):
     return server.get("/object_info")
 
 
-# ------------------------------------------------------------------------------------------
-# helpers
-# ------------------------------------------------------------------------------------------
-VIRTUAL_NODES = {"Note", "MarkdownNote"}  # frontend-only, never sent to the server
-
-
-def _widgets_from_object_info(info: dict[str, Any]) -> dict[str, list[str]]:
-    return {name: ch.widget_inputs(defn["input"]) for name, defn in info.items()}
-
-
-def _to_api(workflow: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
-    wf = dict(workflow, nodes=[n for n in workflow["nodes"] if n["type"] not in VIRTUAL_NODES])
-    return ch.ui_to_api(wf, _widgets_from_object_info(info))
-
-
-def _choices(spec: list) -> list:
-    """Options of a combo input in /object_info (V1: [[...], {...}]; V3: ["COMBO", {"options": [...]}])."""
-    return spec[0] if isinstance(spec[0], list) else spec[1]["options"]
-
-
-def _saved_image(server: Server, history: dict[str, Any], node_id: str) -> np.ndarray:
-    status = history["status"]
-    assert status["status_str"] == "success", json.dumps(status, indent=1)[-4000:]
-    entry = history["outputs"][node_id]["images"][0]
-    path = server.base / "output" / entry["subfolder"] / entry["filename"]
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
-
-
-def _as_comfyui_saves(x: torch.Tensor) -> np.ndarray:
-    """[H,W,3] float -> uint8 exactly as SaveImage does: clip(255 * x) then truncate."""
-    return np.clip(255.0 * x.cpu().numpy(), 0, 255).astype(np.uint8)
-
-
-def _library_input(server: Server) -> torch.Tensor:
-    """The input as LoadImage gives it: RGB float32 / 255, [1,H,W,3]."""
-    with Image.open(server.base / "input" / "example.png") as im:
-        arr = np.asarray(im.convert("RGB")).astype(np.float32) / 255.0
-    return torch.from_numpy(arr)[None]
-
-
 def _compare(name: str, saved: np.ndarray, expected: np.ndarray, scale: int) -> None:
-    h, w = INPUT_SIZE[1], INPUT_SIZE[0]
-    assert saved.shape == (h * scale, w * scale, 3), saved.shape
-    assert saved.std() > 5, "saved image is blank"
-    diff = np.abs(saved.astype(np.int16) - expected.astype(np.int16))
-    RESULTS[name] = {"input": f"{w}x{h}", "output": f"{saved.shape[1]}x{saved.shape[0]}",
-                     "max_diff_levels": int(diff.max()), "mean_diff_levels": round(float(diff.mean()), 5),
-                     "output_std_levels": round(float(saved.std()), 1)}
-    assert diff.max() <= 1 and diff.mean() < 0.01, RESULTS[name]
+    RESULTS[name] = crh.compare(saved, expected, INPUT_SIZE, scale)
+
+
+def _library_input(server: crh.Server) -> torch.Tensor:
+    return crh.library_input(server.base / "input" / "example.png")
 
 
 # ------------------------------------------------------------------------------------------
@@ -239,12 +79,9 @@ def _compare(name: str, saved: np.ndarray, expected: np.ndarray, scale: int) -> 
 # ------------------------------------------------------------------------------------------
 def test_pack_imports_without_failure(server):
     log = server.log()
-    pack_lines = [line for line in log.splitlines() if PACK_FOLDER in line]
-    assert any("seconds" in line for line in pack_lines), f"pack not listed in import times:\n{log[-4000:]}"
-    assert not any("IMPORT FAILED" in line or "Cannot import" in line for line in pack_lines), log[-6000:]
+    # listed in the import times; no IMPORT FAILED, no traceback through our files
+    assert crh.pack_import_problems(log) == [], log[-6000:]
     assert "Unable to parse pyproject.toml" not in log, log[-6000:]  # ComfyUI parses [tool.comfy]
-    # no traceback runs through our files (ComfyUI's own audio nodes log one: no torchaudio here)
-    assert not any(line.lstrip().startswith("File ") for line in pack_lines), log[-6000:]
 
 
 def test_object_info_shows_our_three_nodes(object_info):
@@ -254,7 +91,7 @@ def test_object_info_shows_our_three_nodes(object_info):
     for node in (loader, up, tiled):
         assert node["category"] == "image/upscaling" and node["description"]
     assert loader["output"] == ["DLGSANET_MODEL"]
-    choices = _choices(loader["input"]["required"]["model_name"])
+    choices = crh.choices(loader["input"]["required"]["model_name"])
     assert MODEL_FILE in choices
     if dlgsanet.default_model_path().exists():
         assert "(bundled) " + dlgsanet.default_model_path().name in choices
@@ -265,7 +102,7 @@ def test_object_info_shows_our_three_nodes(object_info):
     assert tiled["input"]["required"]["tile_size"][0] == "INT"
     assert tiled["input"]["required"]["overlap"][0] == "INT"
     # ComfyUI's own loader lists the file too (and will load it through spandrel)
-    assert MODEL_FILE in _choices(object_info["UpscaleModelLoader"]["input"]["required"]["model_name"])
+    assert MODEL_FILE in crh.choices(object_info["UpscaleModelLoader"]["input"]["required"]["model_name"])
 
 
 def test_example_workflows_are_served_as_templates(server):
@@ -276,7 +113,7 @@ def test_example_workflows_are_served_as_templates(server):
 
 def test_example_workflow_tiled_upscale(server, object_info):
     workflow = ch.load_workflow(ch.EXAMPLE_WORKFLOWS / "dlgsanet_tiled_upscale.json")
-    prompt = _to_api(workflow, object_info)
+    prompt = crh.to_api(workflow, object_info)
     loader = next(n for n in prompt.values() if n["class_type"] == "DLGSANetModelLoader")
     loader["inputs"]["model_name"] = MODEL_FILE  # the model in upscale_models
     tiled = next(n for n in prompt.values() if n["class_type"] == "DLGSANetTiledUpscale")
@@ -287,22 +124,22 @@ def test_example_workflow_tiled_upscale(server, object_info):
     history = server.run(prompt, workflow)
     RESULTS["tiled_workflow_s"] = round(time.monotonic() - started, 1)
     save_id = next(k for k, n in prompt.items() if n["class_type"] == "SaveImage")
-    saved = SAVED["tiled"] = _saved_image(server, history, save_id)
+    saved = SAVED["tiled"] = crh.saved_image(server, history, save_id)
 
     model = dlgsanet.load_model(server.base / "models" / "upscale_models" / MODEL_FILE)
     expected = upscale_rgba(model, _library_input(server), channels_last=True,
                             tile_size=tiled["inputs"]["tile_size"], overlap=tiled["inputs"]["overlap"])
-    _compare("DLGSANet nodes (example workflow)", saved, _as_comfyui_saves(expected[0]), model.scale)
+    _compare("DLGSANet nodes (example workflow)", saved, crh.as_comfyui_saves(expected[0]), model.scale)
 
 
 def test_builtin_upscale_nodes_load_dlgsanet_through_spandrel(server, object_info):
     workflow = ch.load_workflow(ch.EXAMPLE_WORKFLOWS / "dlgsanet_builtin_upscale_model.json")
-    prompt = _to_api(workflow, object_info)
+    prompt = crh.to_api(workflow, object_info)
     assert {n["class_type"] for n in prompt.values()} == {
         "LoadImage", "UpscaleModelLoader", "ImageUpscaleWithModel", "SaveImage"}
     history = server.run(prompt, workflow)
     save_id = next(k for k, n in prompt.items() if n["class_type"] == "SaveImage")
-    saved = _saved_image(server, history, save_id)
+    saved = crh.saved_image(server, history, save_id)
 
     # ImageUpscaleWithModel tiles at 512 px with its own blending: this input is one tile, i.e.
     # the whole image, so the reference is the network on the whole image.
@@ -310,7 +147,7 @@ def test_builtin_upscale_nodes_load_dlgsanet_through_spandrel(server, object_inf
     with torch.inference_mode():
         expected = model(_library_input(server).movedim(-1, 1)).clamp(0, 1).movedim(1, -1)
     _compare("built-in Load Upscale Model + Upscale Image (using Model)", saved,
-             _as_comfyui_saves(expected[0]), model.scale)
+             crh.as_comfyui_saves(expected[0]), model.scale)
     if "tiled" in SAVED:  # for the record: our 96 px tiles against the whole image, in the host
         seam = np.abs(SAVED["tiled"].astype(np.int16) - saved.astype(np.int16))
         RESULTS["tiled (96/16) vs whole image"] = {"max_diff_levels": int(seam.max()),
