@@ -113,7 +113,8 @@ def input_image(size: tuple[int, int]) -> Image.Image:
 def copy_pack(dest: Path) -> None:
     """This repository as a user's clone would be, minus tests and caches."""
     shutil.copytree(ch.REPO_ROOT, dest, ignore=shutil.ignore_patterns(
-        ".git", "__pycache__", "*.pyc", ".pytest_cache", ".hypothesis", "tests", "runs", ".cache"))
+        ".git", "__pycache__", "*.pyc", ".pytest_cache", ".hypothesis", "tests", "runs", ".cache",
+        ".venv", "*.egg-info", "build", "dist"))
 
 
 def model_for_test(dest: Path) -> str:
