@@ -14,7 +14,7 @@ import pytest
 
 ENV = "DLGSANET_FORGE_DIR"
 if not os.environ.get(ENV):
-    pytest.skip(f"{ENV} is not set (a real Forge prepared as shared/reference/real_hosts.md section 3 says)",
+    pytest.skip(f"{ENV} is not set (a real Forge prepared by tests/integration/setup_forge.sh)",
                 allow_module_level=True)
 
 from real_webui import started_host  # noqa: E402
