@@ -75,7 +75,7 @@ class _Replan(Exception):
     """Internal: out of memory before any tile finished; plan again with the smaller limit."""
 
 
-def _device_dtype(model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
+def model_device_dtype(model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
     """Where and in which dtype the model computes (works for nn.Module and spandrel descriptors)."""
     for obj in (model, getattr(model, "model", None)):
         if obj is None:
@@ -119,7 +119,7 @@ def border_pad_for(border: str, border_pad: Optional[int]) -> int:
     return 0 if border == "official" else pad
 
 
-def _source_crop(image: torch.Tensor, y0: int, y1: int, x0: int, x1: int, pad: int) -> torch.Tensor:
+def mirrored_crop(image: torch.Tensor, y0: int, y1: int, x0: int, x1: int, pad: int) -> torch.Tensor:
     """Rows ``y0:y1`` and columns ``x0:x1`` of ``image`` [C,H,W] mirrored outwards by ``pad`` on
     every side (coordinates in the padded image). Only what the tile needs is copied."""
     h, w = image.shape[-2:]
@@ -248,7 +248,7 @@ class _Engine:
                 X0, X1, NX = x0 * s, x1 * s, cols.next_start(j) * s
                 self.check_cancel()
                 may_replan = top_level and not self.progress_started and i == 0 and j == 0
-                crop = _source_crop(image, y0, y1, x0, x1, pad) if pad else image[:, y0:y1, x0:x1]
+                crop = mirrored_crop(image, y0, y1, x0, x1, pad) if pad else image[:, y0:y1, x0:x1]
                 # The network always sees the tile the right way up; only blending is transposed.
                 if transposed:
                     crop, at = crop.transpose(-1, -2), (origin[0] + x0, origin[1] + y0)
@@ -373,7 +373,7 @@ def run_tiled(model: torch.nn.Module, images: torch.Tensor, *, out_channels: int
     """
     scale = _model_scale(model)
     output_device = images.device if output_device is None else torch.device(output_device)
-    device, dtype = _device_dtype(model)
+    device, dtype = model_device_dtype(model)
     overlap = DEFAULT_OVERLAP if overlap is None else overlap
     check_settings(overlap=overlap, min_tile_size=min_tile_size, tile_size=tile_size, ramp=ramp)
     pad = border_pad_for(border, border_pad)

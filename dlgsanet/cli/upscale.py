@@ -29,15 +29,21 @@ exit status: 0 all done; 1 some images failed (listed at the end, the others are
 2 nothing done (a bad option or input, reported before any work); 130 interrupted.
 An interrupted run resumes with the same command plus --skip-existing (outputs are written
 to a temporary file and renamed, so no half-written image is ever left behind).
+
+videos: frames are decoded, upscaled --batch at a time and encoded as they come (memory is
+bounded by the batch); frame count, timestamps (any frame rate), colour tags and the pixel
+format where the codec has it are kept, audio is copied unchanged. Sizes a yuv420p video
+cannot have (odd) are rounded down to even by resampling. See docs/video.md.
 """
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders of images")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image or video files and/or folders of them")
     parser.add_argument("-o", "--output", required=True,
-                        help="output folder (created), or a .png/.jpg/.webp file name for a single input image")
+                        help="output folder (created), or a .png/.jpg/.webp file name for a single input "
+                             "image (.mp4/.mkv/.mov/.webm/.avi for a single video)")
     parser.add_argument("--model", help="checkpoint (.pth/.safetensors); default: the bundled DLGSANet-Tiny x4")
     size = parser.add_argument_group("output size (default: the model's scale)")
     size.add_argument("--outscale", type=float, default=None, metavar="F",
@@ -59,6 +65,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     existing.add_argument("--overwrite", action="store_true", help="replace existing output files")
     existing.add_argument("--skip-existing", action="store_true",
                           help="leave existing output files alone and do the rest (resume a run)")
+    video = parser.add_argument_group("videos (.mp4 .mkv .mov .webm .avi; needs PyAV: pip install 'dlgsanet[video]')")
+    video.add_argument("--codec", default=None,
+                       help="video encoder (default: libx264, libvpx-vp9 for .webm; mpeg4 without libx264)")
+    video.add_argument("--crf", type=int, default=18,
+                       help="constant quality, 0 = lossless (x264/x265) .. 51; lower is better (default: 18)")
+    video.add_argument("--batch", type=int, default=None, metavar="N",
+                       help="frames upscaled together (default: as many as fit on CUDA, 2 on the CPU)")
     parser.add_argument("--recursive", action="store_true", help="also look into sub-folders")
     parser.add_argument("--tile", default=None, metavar="N",
                         help="tile size in input pixels, at least 96; 0 or auto: choose by free memory (default)")
@@ -71,25 +84,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="CPU threads for torch (default: torch's choice; 1 can be faster on a busy machine)")
+    cluster = parser.add_argument_group("many machines (Ray; docs/distributed.md)")
+    cluster.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                         help="run on a Ray cluster at ADDRESS (host:6379, ray://host:10001, or auto: the one "
+                              "started on this machine); without ADDRESS: $RAY_ADDRESS, else a new local one")
+    cluster.add_argument("--workers", type=int, default=None, metavar="N",
+                         help="Ray actors (default: one per GPU, else the cluster's CPUs / 4 threads each)")
 
 
 def run(args: argparse.Namespace) -> int:
     check_options(args)
+    if args.ray is not None or args.workers is not None:
+        from ..distributed import check_ray_options
+
+        check_ray_options(args)
     plan = plan_outputs(args, collect(args.inputs, args.recursive))
     if not plan.jobs:
         if not args.quiet:
             print(f"nothing to do: all {len(plan.skipped)} output(s) already exist (--skip-existing)",
                   file=sys.stderr)
         return 0
-    device = pick_device(args.device)
-    model = load_model(args.model, device=device, dtype=pick_dtype(args.precision, device))
-    outcome = run_jobs(model, plan, args)
+    if args.ray is not None:
+        from ..distributed import run_on_ray
+
+        model_scale, outcome = run_on_ray(plan, args)
+    else:
+        device = pick_device(args.device)
+        model = load_model(args.model, device=device, dtype=pick_dtype(args.precision, device))
+        model_scale, outcome = model.scale, run_jobs(model, plan, args)
     if args.outscale is not None:
         scale_text = f"x{args.outscale:g}"
     elif args.width is not None or args.height is not None:
         scale_text = f"to fit {args.width or '*'}x{args.height or '*'}"
     else:
-        scale_text = f"x{model.scale}"
+        scale_text = f"x{model_scale}"
     for line in summary(plan, outcome, scale_text, failures_only=args.quiet):
         print(line, file=sys.stderr)
     return 1 if outcome.failed else 0

@@ -16,16 +16,18 @@ from typing import Optional
 from ..errors import DLGSANetError
 from ..images import EXTENSIONS, image_size, is_image_file
 from ..tiling import MIN_TILE_SIZE
+from ..video import VIDEO_EXTENSIONS, check_codec, is_video_file, probe, require_av
 
 #: Suffixes of image formats we neither read nor write: ``-o x.tiff`` must not become a folder.
 OTHER_IMAGE_SUFFIXES = {".tif", ".tiff", ".bmp", ".gif", ".avif", ".heic", ".heif", ".jxl", ".jp2",
                         ".tga", ".exr", ".hdr", ".ico", ".ppm", ".pgm", ".pnm", ".psd", ".dds", ".qoi"}
 WRITABLE = ".png, .jpg, .jpeg or .webp"
+WRITABLE_VIDEO = ", ".join(VIDEO_EXTENSIONS)
 
 
 @dataclass
 class Job:
-    """One image to upscale: where it comes from, where it goes, its (height, width) if known."""
+    """One image or video to upscale: where it comes from, where it goes, its (height, width) if known."""
 
     src: Path
     dst: Path
@@ -93,6 +95,10 @@ def check_options(args: argparse.Namespace) -> None:
             raise DLGSANetError(f"--{name} must be at least 1 pixel, got {value}")
     if args.outscale is not None and (args.width is not None or args.height is not None):
         raise DLGSANetError("give either --outscale or a size (--size/--width/--height), not both")
+    if getattr(args, "crf", None) is not None and not 0 <= args.crf <= 63:
+        raise DLGSANetError(f"--crf must be between 0 (lossless) and 51 (63 for VP9), got {args.crf}")
+    if getattr(args, "batch", None) is not None and args.batch < 1:
+        raise DLGSANetError(f"--batch must be at least 1 frame, got {args.batch}")
 
 
 def collect(inputs: list[str], recursive: bool) -> list[tuple[Path, Path]]:
@@ -102,16 +108,16 @@ def collect(inputs: list[str], recursive: bool) -> list[tuple[Path, Path]]:
         p = Path(item)
         if p.is_dir():
             pattern = "**/*" if recursive else "*"
-            files = sorted(f for f in p.glob(pattern) if f.is_file() and is_image_file(f))
+            files = sorted(f for f in p.glob(pattern) if f.is_file() and (is_image_file(f) or is_video_file(f)))
             found += [(f, f.relative_to(p)) for f in files]
         elif p.is_file():
-            if not is_image_file(p):
-                raise DLGSANetError(f"{p} is not a PNG, JPEG or WebP image")
+            if not (is_image_file(p) or is_video_file(p)):
+                raise DLGSANetError(f"{p} is not a PNG, JPEG or WebP image, nor a {WRITABLE_VIDEO} video")
             found.append((p, Path(p.name)))
         else:
             raise DLGSANetError(f"input not found: {p}")
     if not found:
-        raise DLGSANetError("no PNG, JPEG or WebP images found in the inputs")
+        raise DLGSANetError(f"no PNG, JPEG or WebP images ({WRITABLE_VIDEO} videos) found in the inputs")
     return found
 
 
@@ -123,9 +129,15 @@ def _single_file_output(out: Path, count: int, fmt: str) -> bool:
     if suffix in OTHER_IMAGE_SUFFIXES:
         raise DLGSANetError(f"cannot write {suffix} files (-o {out}); give a folder, or a file name "
                             f"ending in {WRITABLE}")
-    if out.exists() and (count > 1 or suffix not in EXTENSIONS):
+    if out.exists() and (count > 1 or (suffix not in EXTENSIONS and suffix not in VIDEO_EXTENSIONS)):
         what = f"there are {count} input images" if count > 1 else f"{out.name} is not a {WRITABLE} name"
         raise DLGSANetError(f"-o {out} is an existing file, but {what}; give a folder for -o")
+    if suffix in VIDEO_EXTENSIONS:
+        if count > 1:
+            raise DLGSANetError(f"-o {out} is a file name, but there are {count} inputs; "
+                                f"give a folder for -o (it is created)")
+        _check_folder_can_exist(out.parent)
+        return True
     if suffix in EXTENSIONS:
         if count > 1:
             raise DLGSANetError(f"-o {out} is a file name, but there are {count} input images; "
@@ -154,6 +166,12 @@ def plan_outputs(args: argparse.Namespace, files: list[tuple[Path, Path]]) -> Pl
     for src, rel in files:
         if single_file:
             dst = out
+            if is_video_file(src) != is_video_file(out):
+                kind, want = ("a video", WRITABLE_VIDEO) if is_video_file(src) else ("an image", WRITABLE)
+                raise DLGSANetError(f"{src} is {kind}, but -o {out.name} is not a {want} name; "
+                                    f"give a name ending in {want}, or a folder")
+        elif is_video_file(src):  # videos keep their container; --format is for images
+            dst = out / rel.with_name(rel.stem + args.suffix + src.suffix)
         else:
             suffix = src.suffix if args.format == "same" else "." + args.format
             dst = out / rel.with_name(rel.stem + args.suffix + suffix)
@@ -173,6 +191,15 @@ def plan_outputs(args: argparse.Namespace, files: list[tuple[Path, Path]]) -> Pl
                             f"--skip-existing to keep and do the rest, or choose another output")
     skipped = existing if args.skip_existing else []
     jobs = [job for job in jobs if job.dst not in set(skipped)]
+    videos = [job for job in jobs if is_video_file(job.src)]
+    if videos:
+        require_av()  # before the model is loaded: one line saying how to get PyAV
+        if getattr(args, "codec", None):
+            check_codec(args.codec)
     for job in jobs:
-        job.size = image_size(job.src)
+        if is_video_file(job.src):
+            info = probe(job.src)
+            job.size = None if info is None else (info.height, info.width)
+        else:
+            job.size = image_size(job.src)
     return Plan(jobs, skipped, out)

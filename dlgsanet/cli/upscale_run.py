@@ -19,6 +19,7 @@ from ..alpha import upscale_rgba
 from ..errors import DLGSANetError
 from ..images import LoadedImage, lost_on_write, read_image, write_image
 from ..resample import pass_sizes, target_size, upscale_to
+from ..video import is_video_file
 from .upscale_plan import Job, Plan
 
 #: Failures of one image that should not stop the others (damaged file, disk full, out of memory).
@@ -101,17 +102,24 @@ def upscale_image(model, image: LoadedImage, args, progress) -> torch.Tensor:
 
 def run_jobs(model, plan: Plan, args) -> Outcome:
     """Upscale and write every job; failures are collected, an interrupt stops the run."""
-    weights = [image_weight(job.size, args, model.scale) for job in plan.jobs]
-    bar = BatchProgress(weights, disable=args.quiet)
+    # Videos have their own bar in frames (upscale_video.py); they weigh nothing in this one.
+    weights = [0 if is_video_file(job.src) else image_weight(job.size, args, model.scale) for job in plan.jobs]
+    bar = BatchProgress(weights, disable=args.quiet or all(is_video_file(job.src) for job in plan.jobs))
     outcome = Outcome()
     try:
         for index, (job, weight) in enumerate(zip(plan.jobs, weights), 1):
             progress = bar.start_image(index, job.src.name, weight)
             try:
-                _one(model, job, args, progress, bar)
+                if is_video_file(job.src):
+                    from .upscale_video import run_video
+
+                    run_video(model, job, args, bar.write,
+                              lambda h, w: output_target(h, w, args, model.scale))
+                else:
+                    upscale_job(model, job, args, progress, bar)
                 outcome.done.append(job.dst)
             except IMAGE_ERRORS as e:
-                message = _failure_text(job.src, e)
+                message = failure_text(job.src, e)
                 outcome.failed.append((job.src, message))
                 bar.write(f"dlgsanet upscale: failed: {message}")
             bar.finish_image()
@@ -124,13 +132,14 @@ def run_jobs(model, plan: Plan, args) -> Outcome:
     return outcome
 
 
-def _failure_text(src: Path, exc: BaseException) -> str:
+def failure_text(src: Path, exc: BaseException) -> str:
     """One line naming the file: our messages already do, others get it in front."""
     text = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text if str(src) in text else f"{src}: {text}"
 
 
-def _one(model, job: Job, args, progress, bar: BatchProgress) -> None:
+def upscale_job(model, job: Job, args, progress, bar: BatchProgress) -> None:
+    """Read, upscale and write one image: the same code for the local run and each Ray worker."""
     image = read_image(job.src)
     out = upscale_image(model, image, args, progress)
     has_alpha = image.alpha is not None
