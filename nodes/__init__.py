@@ -8,16 +8,23 @@ exports exactly one of the two, chosen by :func:`v3_api_available`.
 from __future__ import annotations
 
 import logging
+import os
 
 #: The comfy_api version the V3 nodes are written against: pinned, not ``latest`` (which may
 #: change under us). Present from ComfyUI v0.3.47 (July 2025) on, together with the V3 loader.
 PINNED_API = "comfy_api.v0_0_2"
 #: What the V3 nodes use from it (all present since the V3 schema's first release).
 V3_NAMES = ("ComfyNode", "Schema", "NodeOutput", "Custom", "Image", "Int", "Float", "Combo")
+#: ``DLGSANET_COMFY_NODE_API=v1`` keeps the legacy nodes even where V3 is available: an escape
+#: hatch should a ComfyUI's V3 loader misbehave (same ids and inputs, so workflows keep loading).
+NODE_API_ENV = "DLGSANET_COMFY_NODE_API"
 
 
 def v3_api_available() -> bool:
     """True when this ComfyUI has the pinned V3 API (and with it the V3 node loader)."""
+    if os.environ.get(NODE_API_ENV, "").strip().lower() == "v1":
+        logging.getLogger("DLGSANet").info("DLGSANet: %s=v1, using the V1 node API", NODE_API_ENV)
+        return False
     try:
         from comfy_api.v0_0_2 import ComfyExtension, io  # noqa: F401
     except ImportError:

@@ -93,6 +93,14 @@ def test_v3_only_with_every_name_the_nodes_use(tmp_path, monkeypatch):
     assert ch.registered_nodes(pack)[2] == "v1" and not hasattr(pack, "comfy_entrypoint")
 
 
+def test_the_v1_api_can_be_asked_for(tmp_path, monkeypatch):
+    """``DLGSANET_COMFY_NODE_API=v1`` keeps the legacy nodes although the V3 API is there."""
+    monkeypatch.setenv("DLGSANET_COMFY_NODE_API", "V1")
+    pack = ch.linked_pack(tmp_path / "custom_nodes" / "pack", "v3")
+    classes, _names, api = ch.registered_nodes(pack)
+    assert api == "v1" and set(classes) == NODE_IDS and not hasattr(pack, "comfy_entrypoint")
+
+
 def test_a_broken_comfy_api_costs_nothing_but_v3(tmp_path, monkeypatch, caplog):
     """comfy_api.v0_0_2 raising something other than ImportError: V1 nodes and one warning."""
     class Broken(types.ModuleType):

@@ -190,6 +190,35 @@ def test_example_workflow_through_prompt(server, object_info, path):
                                        "seconds": round(time.monotonic() - started, 1)}
 
 
+def test_v1_nodes_on_request_in_the_same_comfyui(tmp_path_factory):
+    """``DLGSANET_COMFY_NODE_API=v1``: the legacy ``NODE_CLASS_MAPPINGS`` path in this real
+    ComfyUI (v0.3.75 and v0.33.0 both have the pinned V3 API, so only this shows V1 for real):
+    V1 node fields, same ids and inputs, and both example workflows give the same images."""
+    base = tmp_path_factory.mktemp("comfyui033 v1 base")
+    crh.prepare_base(base, INPUT_SIZE)
+    with crh.running_server(PYTHON, COMFYUI, base, env={"DLGSANET_COMFY_NODE_API": "v1"},
+                            log_name="server-v1.log") as srv:
+        assert crh.pack_import_problems(srv.log()) == [], srv.log()[-6000:]
+        info = srv.get("/object_info")
+        v3_only = {"output_matchtypes", "price_badge", "api_node"}  # what only Schema.get_v1_info adds
+        assert v3_only <= set(info["ImageUpscaleWithModel"]) and not v3_only & set(info["LoadImage"])
+        results: dict[str, Any] = {}
+        for name in ("DLGSANetModelLoader", "DLGSANetUpscale", "DLGSANetTiledUpscale"):
+            assert not v3_only & set(info[name]), f"{name} is not a V1 node: fields {sorted(info[name])}"
+            assert info[name]["python_module"].startswith("custom_nodes."), info[name]["python_module"]
+        # V1 combos are a plain list of options; V3 ones are ["COMBO", {"options": [...]}].
+        assert isinstance(info["DLGSANetModelLoader"]["input"]["required"]["model_name"][0], list)
+        assert list(info["DLGSANetTiledUpscale"]["input"]["required"])[:4] == [
+            "dlgsanet_model", "image", "tile_size", "overlap"]
+        for path in ch.workflow_files():
+            prompt = crh.to_api(ch.load_workflow(path), info)
+            history = srv.run(prompt)
+            save_id, _ = crh.node_of(prompt, "SaveImage")
+            expected, scale, size = _expected_for(srv, prompt)
+            results[path.name] = crh.compare(crh.saved_image(srv, history, save_id), expected, size, scale)
+    RESULTS["V1 on request (DLGSANET_COMFY_NODE_API=v1)"] = results
+
+
 def _tiled_prompt(image: str, prefix: str) -> dict[str, Any]:
     return {
         "1": {"class_type": "LoadImage", "inputs": {"image": image}},
