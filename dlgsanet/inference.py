@@ -23,9 +23,9 @@ where the overlap's blending weights are small or zero.
 Why the image is padded (``border``): the network's convolutions pad with zeros, and its input
 is shifted by the dataset's mean colour, so at an image border it sees a frame of that grey
 mean, and border pixels are pulled towards it: with the bundled model the outermost pixels of
-flat colours drift by up to 47 levels (of 255) and a 1x1 image changes colour. By default (``border="mirror"``) the engine therefore upscales the image
-mirrored outwards by ``BORDER_PAD`` pixels on every side and keeps only the image's own part of
-the output. Tiles are planned over that padded image, so only tiles touching the border carry
+flat colours drift by up to 47 levels (of 255) and a 1x1 image changes colour. By default
+(``border="mirror"``) the engine therefore upscales the image mirrored outwards by
+``BORDER_PAD`` pixels on every side and keeps only the image's own part of the output. Tiles are planned over that padded image, so only tiles touching the border carry
 padding (an interior tile's edges already have real context) and tiled output still matches the
 untiled one. ``border="official"`` runs the image as it is, exactly as ``model(x)`` and the
 official test code do. Figures in docs/tiling.md ("Image borders").

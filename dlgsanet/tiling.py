@@ -184,7 +184,6 @@ def axis_weights(axis: AxisPlan, scale: int, ramp: float = DEFAULT_RAMP) -> tupl
     return _axis_weights_cached(axis.size, axis.tile, axis.starts, scale, float(ramp))
 
 
-
 def mirror_index(size: int, start: int, stop: int) -> torch.Tensor:
     """Source pixel of each position ``start..stop-1`` of an axis of ``size`` pixels mirrored
     about its outer edges (``cba|abcd|dcba``: the edge pixel repeats, as numpy's and MATLAB's

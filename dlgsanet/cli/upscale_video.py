@@ -28,6 +28,13 @@ CPU_BATCH = 2
 MAX_BATCH = 32
 
 
+def _frame_bytes(model, h: int, w: int, pad: int, dtype: torch.dtype) -> int:
+    """Working memory of one frame in a whole-batch pass: the padded input's activations plus
+    its float32 output."""
+    s = model.scale
+    return (h + 2 * pad) * (w + 2 * pad) * bytes_per_pixel(model, dtype) + 4 * 3 * h * w * s * s
+
+
 def default_batch(model, size: tuple[int, int], border: str) -> int:
     """Frames per batch: as many whole frames as fit in free memory on CUDA, CPU_BATCH elsewhere."""
     device, dtype = model_device_dtype(model)
@@ -36,22 +43,15 @@ def default_batch(model, size: tuple[int, int], border: str) -> int:
     budget = memory_budget(device)
     if budget is None:
         return 1
-    pad = border_pad_for(border, None)
-    h, w = size
-    scale = model.scale
-    per_frame = (h + 2 * pad) * (w + 2 * pad) * bytes_per_pixel(model, dtype) + 4 * 3 * h * w * scale * scale
+    per_frame = _frame_bytes(model, *size, border_pad_for(border, None), dtype)
     return max(1, min(MAX_BATCH, int(budget // per_frame)))
 
 
 def _whole_fits(model, x: torch.Tensor, pad: int) -> bool:
     device, dtype = model_device_dtype(model)
     budget = memory_budget(device)
-    if budget is None:
-        return True
     b, _, h, w = x.shape
-    s = model.scale
-    need = b * (h + 2 * pad) * (w + 2 * pad) * bytes_per_pixel(model, dtype) + 4 * b * 3 * h * w * s * s
-    return need <= budget
+    return budget is None or b * _frame_bytes(model, h, w, pad, dtype) <= budget
 
 
 def whole_batch(model, x: torch.Tensor, pad: int) -> torch.Tensor:
@@ -136,9 +136,7 @@ def run_video(model, job: Job, args, write: Callable[[str], None], target_of) ->
             bar.update(1)
         writer.finish()
         writer = None
-    except DLGSANetError:
-        raise
-    except (KeyboardInterrupt, MemoryError):
+    except (DLGSANetError, MemoryError):
         raise
     except Exception as e:  # noqa: BLE001 - FFmpeg's errors (damaged stream, full disk): this file fails
         text = getattr(e, "strerror", None) or (str(e).splitlines()[0] if str(e).strip() else type(e).__name__)
