@@ -70,6 +70,7 @@ class TrainOptions:
     seed: int = 0
     device: str = "auto"
     threads: Optional[int] = None
+    init_from: Optional[str] = None  # a DLGSANet checkpoint whose same-shaped tensors start the run
 
     def __post_init__(self) -> None:
         self.train_dirs = [str(d) for d in self.train_dirs]
@@ -180,6 +181,28 @@ def _optimizer_to(opt: torch.optim.Optimizer, device: torch.device) -> None:
                 state[k] = v.to(device)
 
 
+def init_from_checkpoint(model: DLGSANet, path: str, log: "Logger") -> None:
+    """Start ``model`` from another DLGSANet checkpoint of the same body; the upsampler is taken
+    only where its shape fits (same scale).
+
+    Why: the body (embedding, groups, fusion conv) does not depend on the scale, so a x3 or x4 run
+    can start from a trained x2 body (as EDSR does) and only the upsampler starts fresh.
+    """
+    from .checkpoint import read_state_dict
+
+    source = read_state_dict(path)
+    own = model.state_dict()
+    fits = {k for k, v in source.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    misfits = sorted(k for k in own if k not in fits and not k.startswith("upsample."))
+    if misfits:
+        raise DLGSANetError(f"--init-from {path}: its body does not fit this model ({len(misfits)} tensors "
+                            f"missing or of another shape, e.g. {', '.join(misfits[:3])}); start from a "
+                            f"checkpoint of the same preset/configuration")
+    model.load_state_dict({**own, **{k: source[k] for k in fits}})
+    fresh = sorted(set(own) - fits)
+    log(f"init: {len(fits)} of {len(own)} tensors from {path}; fresh: {', '.join(fresh) or 'none'}")
+
+
 def load_state(path: Path) -> dict[str, Any]:
     """A training state written by :func:`train` (tensors and plain containers only)."""
     try:
@@ -215,13 +238,16 @@ def _reschedule(saved: TrainOptions, iterations: Optional[int], milestones: Opti
 
 def train(options: TrainOptions, *, resume: bool = False, stop_after: Optional[int] = None,
           progress: bool = True, log: Logger = print, resume_iterations: Optional[int] = None,
-          resume_milestones: Optional[list[int]] = None) -> dict[str, Any]:
+          resume_milestones: Optional[list[int]] = None, resume_patch_size: Optional[int] = None,
+          resume_batch_size: Optional[int] = None) -> dict[str, Any]:
     """Run (or resume) training; returns a summary (iteration, last loss, best/last PSNR, paths).
 
     ``stop_after``: end this session after that iteration (state saved) without changing the
     schedule, so a long run can be split across sessions and resumed. ``resume_iterations`` /
     ``resume_milestones``: lengthen or reshape the schedule of a resumed run (the MultiStepLR
-    milestones follow a new length unless given).
+    milestones follow a new length unless given). ``resume_patch_size`` / ``resume_batch_size``:
+    go on with other patches (e.g. small patches first, whole TLC windows last); the change is
+    logged and kept in the saved options.
     """
     out = Path(options.out_dir)
     state_path = out / STATE_FILE
@@ -236,6 +262,12 @@ def train(options: TrainOptions, *, resume: bool = False, stop_after: Optional[i
             f"{saved.milestones}, data {', '.join(saved.train_dirs)}); other recipe options given "
             f"now are ignored")
         options = _reschedule(saved, resume_iterations, resume_milestones, int(state["iteration"]), log)
+        changes = {k: v for k, v in (("patch_size", resume_patch_size), ("batch_size", resume_batch_size))
+                   if v is not None and v != getattr(options, k)}
+        if changes:
+            log(f"resume: from iteration {state['iteration']} on, " + ", ".join(
+                f"{k.replace('_', ' ')} {getattr(options, k)} -> {v}" for k, v in changes.items()))
+            options = TrainOptions(**{**asdict(options), **changes})
     elif state_path.exists():
         raise DLGSANetError(f"{out} already holds a training run; pass --resume to continue it "
                             f"or choose another output folder")
@@ -250,6 +282,9 @@ def train(options: TrainOptions, *, resume: bool = False, stop_after: Optional[i
     model = DLGSANet(config).to(device).train()
     ema = DLGSANet(config).to(device).eval()
     ema.load_state_dict(model.state_dict())
+    if options.init_from and state is None:
+        init_from_checkpoint(model, options.init_from, log)
+        ema.load_state_dict(model.state_dict())
     for p in ema.parameters():
         p.requires_grad_(False)
     optimizer = torch.optim.Adam(model.parameters(), lr=options.lr, betas=options.betas)

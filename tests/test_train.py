@@ -151,3 +151,38 @@ def test_resume_can_lengthen_the_schedule(tmp_path: Path) -> None:
     assert any("WARNING" in m for m in messages)
     with pytest.raises(DLGSANetError, match="below"):
         train(short, resume=True, resume_iterations=4, progress=False, log=lambda _m: None)
+
+
+def test_init_from_takes_the_body_of_another_scale_and_starts_the_upsampler_fresh(tmp_path: Path) -> None:
+    x2 = _options(tmp_path, "x2", iterations=3, val_dir=None)
+    train(x2, progress=False, log=lambda _m: None)
+    body = dlgsanet.load_model(Path(x2.out_dir) / "models" / "net_g_3.safetensors").state_dict()
+
+    x4 = _options(tmp_path, "x4", scale=4, patch_size=16, iterations=1, lr=1e-12, val_dir=None,
+                  init_from=str(Path(x2.out_dir) / "models" / "net_g_3.safetensors"))
+    messages: list[str] = []
+    train(x4, progress=False, log=messages.append)
+    started = dlgsanet.load_model(Path(x4.out_dir) / "models" / "net_g_1.safetensors").state_dict()
+    assert started["upsample.0.weight"].shape[0] == 3 * 16
+    for name, tensor in body.items():
+        if name.startswith("upsample"):
+            continue  # one step at lr 1e-12 moves nothing measurable: the body is x2's
+        torch.testing.assert_close(started[name], tensor, rtol=0, atol=1e-6, msg=name)
+    assert any("fresh: upsample.0.bias, upsample.0.weight" in m for m in messages)
+
+    other = _options(tmp_path, "other", config=None, preset="tiny", iterations=1, val_dir=None,
+                     init_from=str(Path(x2.out_dir) / "models" / "net_g_3.safetensors"))
+    with pytest.raises(DLGSANetError, match="its body does not fit this model"):
+        train(other, progress=False, log=lambda _m: None)
+
+
+def test_resume_can_go_on_with_larger_patches(tmp_path: Path) -> None:
+    run = _options(tmp_path, "grow", iterations=4, val_dir=None)
+    train(run, stop_after=2, progress=False, log=lambda _m: None)
+    rc = cli_main(["train", "--data", *run.train_dirs, "--out", run.out_dir, "--resume", "--patch-size", "24",
+                   "--batch-size", "2", "--no-progress", "--threads", "1"])
+    assert rc == 0
+    state = load_state(Path(run.out_dir) / "training_state.pt")
+    saved = json.loads(state["options"])
+    assert state["iteration"] == 4 and saved["patch_size"] == 24 and saved["batch_size"] == 2
+    assert json.loads((Path(run.out_dir) / "options.json").read_text())["patch_size"] == 24

@@ -24,8 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="tiny", choices=["tiny", "light", "large"])
     parser.add_argument("--scale", type=int, default=4, choices=[2, 3, 4])
     parser.add_argument("--patch-size", type=int, metavar="PX",
-                        help="HR patch side (default 96/144/192 for x2/x3/x4, as the paper)")
-    parser.add_argument("--batch-size", type=int, default=8)
+                        help="HR patch side (default 96/144/192 for x2/x3/x4, as the paper); with --resume: "
+                             "go on with another patch size")
+    parser.add_argument("--batch-size", type=int, metavar="N",
+                        help="patches per step (default 8); with --resume: go on with another batch")
+    parser.add_argument("--init-from", metavar="CHECKPOINT",
+                        help="start from the tensors of this DLGSANet checkpoint that fit (e.g. a x2 "
+                             "body for a x4 run; the upsampler starts fresh when the scale differs)")
     parser.add_argument("--iterations", type=int, metavar="N",
                         help="length of the run (default 500000); with --resume: a new length")
     parser.add_argument("--lr", type=float, default=5e-4)
@@ -56,16 +61,18 @@ def run(args: argparse.Namespace) -> int:
     try:
         options = TrainOptions(
             train_dirs=args.data, out_dir=args.out, val_dir=args.val, val_images=args.val_images,
-            preset=args.preset, scale=args.scale, patch_size=args.patch_size, batch_size=args.batch_size,
+            preset=args.preset, scale=args.scale, patch_size=args.patch_size, batch_size=args.batch_size or 8,
             iterations=args.iterations or 500_000, lr=args.lr, milestones=args.milestones, gamma=args.gamma,
             ema_decay=args.ema_decay, ema_warmup=args.ema_warmup, val_every=args.val_every,
             save_every=args.save_every, log_every=args.log_every, seed=args.seed, device=args.device,
-            threads=args.threads)
+            threads=args.threads, init_from=args.init_from)
     except (TypeError, ValueError) as e:
         raise DLGSANetError(str(e)) from e
     summary = train(options, resume=args.resume, stop_after=args.stop_after, progress=not args.no_progress,
                     resume_iterations=args.iterations if args.resume else None,
-                    resume_milestones=args.milestones if args.resume else None)
+                    resume_milestones=args.milestones if args.resume else None,
+                    resume_patch_size=args.patch_size if args.resume else None,
+                    resume_batch_size=args.batch_size if args.resume else None)
     print(json.dumps(summary, indent=2))
     return 0
 
