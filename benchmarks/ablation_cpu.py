@@ -49,7 +49,7 @@ import dlgsanet.layers as layers
 import dlgsanet.mhdlsa as mhdlsa
 import dlgsanet.network as network
 import dlgsanet.sparse_gsa as sparse_gsa
-from dlgsanet.ops import cpu_kernels
+from dlgsanet.cpu import fused as cpu_kernels
 from dlgsanet.ops.dynamic_dwconv_torch import dynamic_dwconv_torch
 from dlgsanet.tlc import needs_windows, window_plan
 

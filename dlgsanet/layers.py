@@ -9,7 +9,7 @@ only the way they are applied changes, never what they compute.
 
 CPU inference additionally keeps the blocks' wide intermediates (4*dim channels in the
 feed-forward, K*K*G per-pixel kernels, ...) out of memory. Where the fused C++ kernels of
-``dlgsanet.ops.cpu_kernels`` build, the feed-forward and SparseGSA's qkv run in one pass each,
+``dlgsanet.cpu.fused`` build, the feed-forward and SparseGSA's qkv run in one pass each,
 three rows at a time, and MHDLSA's per-pixel kernels are made and used a few pixels at a time.
 Otherwise (and around MHDLSA's kernel) each block runs in bands of image rows
 (:func:`row_bands`) with PyTorch ops, the same function: the intermediates are made and consumed
@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .ops import cpu_kernels
+from .cpu import fused as cpu_kernels
 
 #: Floats per band of the feed-forward's hidden halves in CPU inference (512k = 2 MiB).
 FFN_BAND_ELEMENTS = 1 << 19
@@ -257,7 +257,7 @@ class GDFN(nn.Module):
     """Gated-Dconv feed-forward network (Restormer): 1x1 expand, 3x3 depth-wise, GELU gate, 1x1.
 
     ``forward(x, residual)`` returns ``residual + GDFN(x)``; channels-last in and out. In CPU
-    inference the fused C++ kernel (:func:`dlgsanet.ops.cpu_kernels.gdfn`) runs all of it in one
+    inference the fused C++ kernel (:func:`dlgsanet.cpu.fused.gdfn`) runs all of it in one
     pass. With PyTorch ops the halves are two separate
     (contiguous) maps, rather than one map split afterwards: the depth-wise conv and the
     projection are per channel, so this is the same arithmetic, but GELU then runs on a contiguous
@@ -290,7 +290,7 @@ class GDFN(nn.Module):
                workspace: Optional[Workspace] = None) -> torch.Tensor:
         """``residual + GDFN(norm(x))`` for CPU inference.
 
-        With the fused C++ kernel (:func:`dlgsanet.ops.cpu_kernels.gdfn`) the whole feed-forward
+        With the fused C++ kernel (:func:`dlgsanet.cpu.fused.gdfn`) the whole feed-forward
         is one pass that keeps the 4*dim-channel intermediate of three rows at a time in cache.
         Otherwise it runs band by band of rows with PyTorch ops (halo 1 row for the 3x3
         depth-wise conv; ``norm`` is per pixel, so it is applied per band too).

@@ -11,11 +11,11 @@ and on a CPU it is memory-bound, so its layout decides the speed:
 - in CPU inference (:meth:`MHDLSA.banded`) the whole block runs band by band of rows with a
   halo of K // 2 rows. The per-pixel kernels (K*K*G channels: 392 for Tiny, 735 for Large, the
   largest tensor of the model) are made and used inside the fused C++ kernel
-  (:func:`dlgsanet.ops.cpu_kernels.dynamic_conv`), 64 pixels of a row at a time, so they never
+  (:func:`dlgsanet.cpu.fused.dynamic_conv`), 64 pixels of a row at a time, so they never
   leave L1; without it they exist for one band at a time, made by one GEMM and consumed by the
   K*K shifted multiply-adds while still in cache. With the C++ kernels, the LayerNorm, ``conv0``
   and the hyper-network's first 1x1 conv also run as one pass, and ``conv1`` with the residual
-  as another (:func:`dlgsanet.ops.cpu_kernels.mhdlsa_in`, ``mhdlsa_out``);
+  as another (:func:`dlgsanet.cpu.fused.mhdlsa_in`, ``mhdlsa_out``);
 - on CUDA, or when gradients are needed, the kernels are made for the whole image and the conv
   goes through :func:`dlgsanet.ops.dynamic_dwconv` (the cupy kernels, or the PyTorch autograd
   Function).
@@ -32,7 +32,8 @@ import torch.nn as nn
 
 from .layers import (GDFN, ChannelLayerNorm, Workspace, band_rows, cpu_inference, layer_norm_params, matrix,
                      new_output, row_bands, scratch)
-from .ops import cpu_kernels, dynamic_dwconv
+from .cpu import fused as cpu_kernels
+from .ops import dynamic_dwconv
 from .ops.dynamic_dwconv_torch import shift_accumulate_
 
 #: Per-pixel kernel values made at once in CPU inference (floats; 2M = 8 MiB in float32).

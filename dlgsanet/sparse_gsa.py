@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from .layers import (GDFN, ChannelLayerNorm, Workspace, band_rows, conv1x1, cpu_inference, depthwise, inplace_ok,
                      layer_norm_params, matrix, new_output, pointwise, row_bands, scratch, spatial)
-from .ops import cpu_kernels
+from .cpu import fused as cpu_kernels
 from .tlc import needs_windows, window_plan, window_rectangles
 
 #: Floats per band of the qkv map (1x1 + 3x3 depth-wise) in CPU inference (512k = 2 MiB).
@@ -81,7 +81,7 @@ class SparseGSA(nn.Module):
     def banded(self, x: torch.Tensor, norm: nn.Module, residual: torch.Tensor,
                workspace: Optional[Workspace] = None) -> torch.Tensor:
         """``residual + SparseGSA(norm(x))`` for CPU inference: the qkv map is made in one pass of
-        the C++ kernel (:func:`dlgsanet.ops.cpu_kernels.conv1x1_dw3x3`), or band by band of rows
+        the C++ kernel (:func:`dlgsanet.cpu.fused.conv1x1_dw3x3`), or band by band of rows
         with PyTorch ops (halo 1 row for the 3x3 depth-wise conv); either way the 1x1 output never
         leaves the cache and only one 3*dim-channel map is allocated. The windows are processed
         in chunks."""
@@ -102,7 +102,7 @@ class SparseGSA(nn.Module):
         """``residual + project_out(attention(qkv))`` on TLC windows (eval) or the whole map.
 
         Without autograd, on the CPU, the fused C++ kernel does it all in one call
-        (:func:`dlgsanet.ops.cpu_kernels.window_attention`). With PyTorch ops and a ``workspace``
+        (:func:`dlgsanet.cpu.fused.window_attention`). With PyTorch ops and a ``workspace``
         (CPU inference) the windows go in chunks of whole windows through reused buffers (the
         same arithmetic per window, bounded memory); otherwise all windows of all images in one
         batch."""

@@ -11,7 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from conftest import REPO_ROOT
 from dlgsanet import DLGSANetConfig
 from dlgsanet.mhdlsa import DynamicDWConv
-from dlgsanet.ops import cpu_kernels
+from dlgsanet.cpu import fused as cpu_kernels
 
 
 def load_bench():

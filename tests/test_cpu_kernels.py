@@ -1,4 +1,4 @@
-"""The fused C++ CPU kernels (``kernels/cpu_fused.cpp`` through ``dlgsanet.ops.cpu_kernels``).
+"""The fused C++ CPU kernels (``kernels/cpu_fused.cpp`` through ``dlgsanet.cpu.fused``).
 
 Each kernel against a plain PyTorch statement of what it computes (zero padding, bands of rows
 with their halo, odd sizes, channel tails, batches), the network with the kernels on and off,
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 import core_helpers
 from dlgsanet import DLGSANet, DLGSANetConfig
 from dlgsanet.layers import GDFN, ChannelLayerNorm, layer_norm_params
-from dlgsanet.ops import cpu_kernels
+from dlgsanet.cpu import fused as cpu_kernels
 from dlgsanet.ops.dynamic_dwconv_torch import dynamic_dwconv_torch
 from dlgsanet.sparse_gsa import SparseGSA
 from dlgsanet.tlc import window_rectangles
@@ -372,7 +372,7 @@ def test_a_damaged_cached_library_is_built_again(fresh_kernels: Path) -> None:
     damaged = built.with_name("damaged")
     damaged.write_bytes(b"not a shared library")
     os.replace(damaged, built)
-    probe = "import torch; from dlgsanet.ops import cpu_kernels; print(cpu_kernels.usable(torch.zeros(1)))"
+    probe = "import torch; from dlgsanet.cpu import fused as cpu_kernels; print(cpu_kernels.usable(torch.zeros(1)))"
     env = dict(os.environ, **{cpu_kernels.CACHE_ENV_VAR: str(fresh_kernels)})
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=300)
     assert proc.stdout.strip() == "True", proc.stderr

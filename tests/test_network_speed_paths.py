@@ -19,7 +19,7 @@ import dlgsanet.mhdlsa as mhdlsa
 import dlgsanet.sparse_gsa as sparse_gsa
 from dlgsanet.layers import (MAX_BAND_SCALE, GDFN, ChannelLayerNorm, Workspace, band_rows, row_bands, spatial,
                              thread_band_scale)
-from dlgsanet.ops import cpu_kernels
+from dlgsanet.cpu import fused as cpu_kernels
 from dlgsanet.ops.dynamic_dwconv_torch import DynamicDWConvFunction, dynamic_dwconv_torch
 from dlgsanet.sparse_gsa import SparseGSA
 from dlgsanet.tlc import window_plan, window_starts

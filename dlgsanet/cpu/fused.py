@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import record_function
 
-from .sources import kernel_file
+from ..ops.sources import kernel_file
 
 ENV_VAR = "DLGSANET_CPU_KERNELS"
 CACHE_ENV_VAR = "DLGSANET_CACHE_DIR"
@@ -519,7 +519,7 @@ def _self_check(lib: ctypes.CDLL) -> None:
     hyper = torch.randn(1, 4, 6, 70, generator=gen)
     wk, bk = torch.randn(50, 4, generator=gen), torch.randn(50, generator=gen)
     kernels = (torch.einsum("tr,brp->btp", wk, hyper.view(1, 4, -1)) + bk.view(1, -1, 1)).view(1, 2, 5, 5, 6, 70)
-    from .dynamic_dwconv_torch import dynamic_dwconv_torch
+    from ..ops.dynamic_dwconv_torch import dynamic_dwconv_torch
     expect = dynamic_dwconv_torch(planes, kernels)
     got = torch.empty(1, 6, 6, 70)
     statuses.append(lib.dlg_dynamic_conv(planes.data_ptr(), 6, 0, hyper.data_ptr(), 6, 0, wk.data_ptr(),
