@@ -492,7 +492,7 @@ def pip_arguments(requirements: Sequence[str], constraints_file: Optional[str],
 
 def cache_dir() -> Path:
     """``$DLGSANET_CACHE_DIR``, else ``$XDG_CACHE_HOME/dlgsanet``, else ``~/.cache/dlgsanet`` (as the package's
-    ``dlgsanet/cpu/fused.py``; install.py cannot import the package, which may lack its dependencies)."""
+    ``dlgsanet/ops/native.py``; install.py cannot import the package, which may lack its dependencies)."""
     if os.environ.get("DLGSANET_CACHE_DIR"):
         return Path(os.environ["DLGSANET_CACHE_DIR"]).expanduser()
     return Path(os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")).expanduser() / "dlgsanet"

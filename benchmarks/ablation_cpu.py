@@ -45,13 +45,11 @@ import torch
 import torch.nn.functional as F
 
 import dlgsanet
-import dlgsanet.layers as layers
-import dlgsanet.mhdlsa as mhdlsa
-import dlgsanet.network as network
-import dlgsanet.sparse_gsa as sparse_gsa
+import dlgsanet.cpu.bands as bands
+import dlgsanet.cpu.network as cpu_network
 from dlgsanet.cpu import fused as cpu_kernels
-from dlgsanet.ops.dynamic_dwconv_torch import dynamic_dwconv_torch
-from dlgsanet.tlc import needs_windows, window_plan
+from dlgsanet.ops.dynamic_dwconv.torch_backend import dynamic_dwconv_torch
+from dlgsanet.model.tlc import needs_windows, window_plan
 
 from .bench_cpu import TOLERANCE, Timing, build_pair, load_reference, parse_case, timed
 
@@ -132,12 +130,11 @@ def variants(ours: torch.nn.Module, reference: torch.nn.Module) -> list[Variant]
 
     def whole_image_path(stack: ExitStack) -> None:
         torch_ops(stack)
-        for module in (mhdlsa, sparse_gsa, network):
-            stack.enter_context(patched(module, "cpu_inference", never))
+        stack.enter_context(patched(cpu_network, "cpu_inference", never))
 
     def one_core_bands(stack: ExitStack) -> None:
         torch_ops(stack)
-        stack.enter_context(patched(layers, "MAX_BAND_SCALE", 1))
+        stack.enter_context(patched(bands, "MAX_BAND_SCALE", 1))
 
     out: list[Variant] = [
         ("1 naive reference", reference, lambda stack: None),

@@ -58,10 +58,11 @@ def main() -> int:
         start = time.perf_counter()
         w.boot(["--nowebui"])
         boot = time.perf_counter() - start
+        from dlgsanet_webui.settings import tiling  # as the script's import left it
         entry = w.entry_for(path)
         scaler = entry.scaler
         model = scaler.load_model(entry.data_path)
-        tile, overlap = w.script._tiling()
+        tiles = tiling()  # the settings as the upscaler reads them
 
         rng = np.random.default_rng(0)
         rgb = Image.fromarray(rng.integers(0, 256, (args.size, args.size, 3), dtype=np.uint8), "RGB")
@@ -70,7 +71,7 @@ def main() -> int:
         w.set_opt("enable_upscale_progressbar", False)
 
         def engine() -> None:
-            dlgsanet.upscale(model, tensor, tile_size=tile, overlap=overlap)
+            dlgsanet.upscale(model, tensor, tiles=tiles)
 
         def adapter() -> None:
             scaler.do_upscale(rgb, entry.data_path)

@@ -41,7 +41,7 @@ DATA = Path(os.environ.get("DLGSANET_SHARED", REPO.parent / "shared")) / "data"
 
 import dlgsanet  # noqa: E402  (installed, or PYTHONPATH=. from a checkout)
 from dlgsanet.evaluate import load_pairs  # noqa: E402
-from dlgsanet.inference import BORDER_PAD  # noqa: E402
+from dlgsanet.tiling.settings import BORDER_PAD  # noqa: E402
 
 COLOURS = [(200, 100, 50), (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 255, 255),
            (0, 0, 0), (128, 128, 128)]

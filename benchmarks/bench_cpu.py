@@ -41,9 +41,9 @@ import torch
 
 import dlgsanet
 from dlgsanet import DLGSANet, preset_config
-from dlgsanet.mhdlsa import DynamicDWConv
-from dlgsanet.sparse_gsa import SparseGSA
-from dlgsanet.tlc import needs_windows, window_plan
+from dlgsanet.model.mhdlsa import DynamicDWConv
+from dlgsanet.model.sparse_gsa import SparseGSA
+from dlgsanet.model.tlc import needs_windows, window_plan
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_CASES = ["tiny:4:128", "tiny:4:256", "light:4:128", "light:4:256", "large:4:128", "large:4:256",
@@ -101,7 +101,7 @@ def count_macs(model: DLGSANet, height: int, width: int) -> int:
             total += dim * module.kernel_size ** 2 * pixels
         elif isinstance(module, SparseGSA):
             dim = module.project_out.in_channels
-            window = 0 if module.training else int(module.tlc_window or 0)
+            window = module.window
             covered = pixels
             if needs_windows(height, width, window):
                 plan = window_plan(height, width, window, torch.device("cpu"))

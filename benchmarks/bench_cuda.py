@@ -32,9 +32,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import dlgsanet  # noqa: E402
-from dlgsanet import layers  # noqa: E402
-from dlgsanet.ops import cupy_backend  # noqa: E402
-from dlgsanet.ops.dynamic_dwconv_torch import dynamic_dwconv_torch  # noqa: E402
+from dlgsanet.model import layers  # noqa: E402
+from dlgsanet.ops.dynamic_dwconv import cupy_backend  # noqa: E402
+from dlgsanet.ops.dynamic_dwconv.torch_backend import dynamic_dwconv_torch  # noqa: E402
 
 dispatch = importlib.import_module("dlgsanet.ops.dynamic_dwconv")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -135,7 +135,7 @@ LN_WIDTHS = [30, 6, 14, 16, 9, 10]
 
 def bench_layer_norm(size: int, dtypes: List[str], reps: int) -> None:
     """The channel LayerNorm at the presets' widths: PyTorch's fused kernel against the
-    reductions path that CUDA inference takes (dlgsanet.layers.channel_layer_norm)."""
+    reductions path that CUDA inference takes (dlgsanet.model.layers.channel_layer_norm)."""
     print(f"\n== channel LayerNorm alone (batch 1, {size}x{size} map, channels last, inference) ==")
     print(row(["case", "dtype", "F.layer_norm ms", "reductions ms", "speed-up", "max|diff|"], LN_WIDTHS))
     for channels in (48, 90):

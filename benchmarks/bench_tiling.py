@@ -17,7 +17,7 @@ Every figure is measured in this run, side by side; nothing is compared with sto
       PSNR against the original mask and time (why alpha defaults to bicubic).
   python benchmarks/bench_tiling.py calibrate [--sizes 48,96,144]
       Peak RSS of one forward pass against pixels: the measured bytes per pixel next to
-      dlgsanet.memory.bytes_per_pixel's estimate.
+      dlgsanet.tiling.memory.bytes_per_pixel's estimate.
 
 ``--arch tiny`` (default) is the Tiny preset; ``--arch tiny-shallow`` has the same layer widths
 (hence the same activation memory per pixel) with one group of one block: it makes memory runs
@@ -44,8 +44,10 @@ DATA = Path(os.environ.get("DLGSANET_SHARED", REPO.parent / "shared")) / "data"
 
 
 import dlgsanet as dl  # noqa: E402  (installed, or PYTHONPATH=. from a checkout)
-import dlgsanet.memory  # noqa: E402,F401
-from dlgsanet.tiling import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, plan_tiles  # noqa: E402
+import dlgsanet.tiling.memory  # noqa: E402,F401
+import dlgsanet.tiling.settings  # noqa: E402,F401
+from dlgsanet.tiling.plan import plan_tiles  # noqa: E402
+from dlgsanet.tiling.settings import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE  # noqa: E402
 
 
 def build_model(arch: str, scale: int = 4, weights: Optional[str] = None) -> torch.nn.Module:
@@ -291,7 +293,7 @@ def child_calibrate(args) -> dict:
     with torch.inference_mode():
         model(x)
     return dict(size=args.size, base=base, peak=peak_rss(),
-                estimate=dl.memory.bytes_per_pixel(model) * args.size ** 2)
+                estimate=dl.tiling.memory.bytes_per_pixel(model) * args.size ** 2)
 
 
 def cmd_calibrate(args) -> None:
@@ -323,9 +325,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--images", default="baby,lenna,zebra")
     p.add_argument("--grid", type=int, default=2,
                    help="tiles per axis (crop size follows); 0: whole photographs, however they tile")
-    p.add_argument("--tiles", default=str(dl.tiling.MIN_TILE_SIZE))
+    p.add_argument("--tiles", default=str(dl.tiling.settings.MIN_TILE_SIZE))
     p.add_argument("--overlaps", default="0,8,16,24,32,48")
-    p.add_argument("--ramps", default=str(dl.tiling.DEFAULT_RAMP))
+    p.add_argument("--ramps", default=str(dl.tiling.settings.DEFAULT_RAMP))
     p.add_argument("--align", default="on", choices=["on", "off", "both"],
                    help="TLC windows of the whole image (on), of each tile (off), or both")
     p = common(sub.add_parser("alpha"))

@@ -7,13 +7,14 @@ factor), :func:`upscale_rgba`, :func:`upscale_rgba_to` (any size, RGBA, channels
 """
 from .checkpoint import (config_from_state_dict, default_model_path, is_dlgsanet_state_dict,
                          load_model, model_from_state_dict, read_state_dict, save_model)
-from .config import PRESETS, DLGSANetConfig, preset_config
+from .model.config import PRESETS, DLGSANetConfig, preset_config
 from .alpha import upscale_rgba
 from .errors import (CheckpointError, DLGSANetError, ImageInputError, OutputSizeError, TileOutOfMemoryError,
                      TileSettingsError, UpscaleCancelled)
 from .inference import upscale
 from .resample import resize, target_size, upscale_rgba_to
-from .network import DLGSANet
+from .model.network import DLGSANet
+from . import cpu  # noqa: F401  (registers the CPU inference pass with the network)
 
 __version__ = "0.1.0"
 

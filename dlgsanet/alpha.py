@@ -1,16 +1,11 @@
 """The one helper every front end with alpha uses: split RGBA, upscale, re-attach.
 
 The network is RGB only. Colour goes through :func:`dlgsanet.upscale` (tiled, cancellable);
-alpha is upscaled separately, by default with bicubic interpolation (measured, docs/tiling.md):
-
-- bicubic keeps flat alpha exactly flat: 0 stays 0 and 1 stays 1. The network does not: with
-  the bundled Tiny x4, fully transparent areas came out up to 5/255 opaque and fully opaque
-  ones down to 246/255, a haze over the whole background and a see-through subject once
-  composited;
-- the network's edges are better (+1 to +2 dB PSNR on hard masks, +4 to +6 dB on soft ones)
-  but cost a second full pass, twice the time of every RGBA image;
-- so ``alpha="model"`` (alpha replicated to 3 channels, run through the network, channels
-  averaged) is there for masks whose edges matter more than exact flats.
+alpha is upscaled separately, by default with bicubic interpolation, which keeps flat alpha
+exactly flat (0 stays 0, 1 stays 1) where the network leaves a haze over transparent areas and
+a see-through subject, and costs no second pass. ``alpha="model"`` (alpha replicated to 3
+channels, run through the network, channels averaged) has the better edges, for masks whose
+edges matter more than exact flats. Figures in docs/tiling.md ("Alpha").
 
 Colour is treated as straight (not premultiplied) alpha, as PNG stores it and as ComfyUI and
 A1111 pass it. Alpha is resized in strips, so its working memory is bounded like the tiles'.
@@ -24,7 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from .errors import ImageInputError, UpscaleCancelled
-from .inference import run_tiled, upscale
+from .inference import upscale
+from .tiling.engine import run_tiled
+from .tiling.settings import split_keywords
 
 ALPHA_MODES = ("bicubic", "model")
 #: Input rows per bicubic strip (plus a 2-row halo each side, which makes strips exact).
@@ -79,9 +76,10 @@ def upscale_rgba(model: torch.nn.Module, images: torch.Tensor, *, channels_last:
 
     ``images``: float 0..1, ``[B,C,H,W]`` or with ``channels_last=True`` ``[B,H,W,C]`` (ComfyUI's
     IMAGE), C = 3 or 4. Returns the same layout and channel count, ``scale`` times larger.
-    ``alpha``: "bicubic" (default) or "model". Other keywords (tile_size, overlap, ...) go to
-    :func:`dlgsanet.upscale` (``border`` included: the default mirror padding applies to the
-    colour and to a network alpha pass alike); ``progress``/``cancel`` cover both passes.
+    ``alpha``: "bicubic" (default) or "model". Other keywords (``tiles=``, or tile_size,
+    overlap, ...; runner, oom_types) are :func:`dlgsanet.upscale`'s; one ``TileSettings`` made
+    from them serves the colour and a network alpha pass alike (the mirror padding included);
+    ``progress``/``cancel`` cover both passes.
     """
     if alpha not in ALPHA_MODES:
         raise ImageInputError(f"alpha must be one of {ALPHA_MODES}, got {alpha!r}")
@@ -91,6 +89,7 @@ def upscale_rgba(model: torch.nn.Module, images: torch.Tensor, *, channels_last:
         raise ImageInputError(f"the model has no usable integer 'scale' attribute (got {scale!r})")
     out_dtype = x.dtype if output_dtype is None else output_dtype
     out_device = x.device if output_device is None else torch.device(output_device)
+    tiles, others = split_keywords(upscale_kwargs)  # one TileSettings for both passes
     b, c, h, w = x.shape
     passes = 2 if c == 4 and alpha == "model" else 1
     first_total = [0]
@@ -110,10 +109,12 @@ def upscale_rgba(model: torch.nn.Module, images: torch.Tensor, *, channels_last:
         shape = (b, h * scale, w * scale, c) if channels_last else (b, c, h * scale, w * scale)
         out = torch.empty(shape, dtype=out_dtype, device=out_device)
         view = out.movedim(-1, 1) if channels_last else out  # [B,C,sH,sW] either way
-        upscale(model, x[:, :3], out=view[:, :3], progress=rgb_progress, cancel=cancel, **upscale_kwargs)
+        upscale(model, x[:, :3], out=view[:, :3], progress=rgb_progress, cancel=cancel, tiles=tiles,
+                **others)
         if c == 4 and alpha == "model":
-            run_tiled(model, x[:, 3:4], out_channels=1, out=view[:, 3:4], progress=alpha_progress,
-                      cancel=cancel, **_alpha_through(model, upscale_kwargs))
+            run_tiled(model, x[:, 3:4], tiles, out_channels=1, out=view[:, 3:4], progress=alpha_progress,
+                      cancel=cancel, runner=_alpha_runner(others.get("runner") or model),
+                      oom_types=others.get("oom_types", ()))
         elif c == 4:
             resize_alpha_bicubic(x[:, 3:4], scale, view[:, 3:4], cancel=cancel)
         result, out = out, None
@@ -124,13 +125,10 @@ def upscale_rgba(model: torch.nn.Module, images: torch.Tensor, *, channels_last:
         raise
 
 
-def _alpha_through(model: torch.nn.Module, kwargs: dict) -> dict:
-    """``upscale`` keywords for the alpha pass: alpha replicated to RGB, channels averaged back."""
-    kwargs = dict(kwargs)
-    base = kwargs.pop("runner", None) or model
+def _alpha_runner(base) -> Callable[[torch.Tensor], torch.Tensor]:
+    """What runs an alpha tile: alpha replicated to RGB through ``base``, channels averaged back."""
 
     def alpha_runner(tile: torch.Tensor) -> torch.Tensor:
         return base(tile.expand(-1, 3, -1, -1)).mean(1, keepdim=True)
 
-    kwargs["runner"] = alpha_runner
-    return kwargs
+    return alpha_runner

@@ -18,9 +18,9 @@ from typing import Any, Mapping, Optional, Union
 
 import torch
 
-from .config import DLGSANetConfig, preset_name
+from .model.config import DLGSANetConfig, preset_name
 from .errors import CheckpointError
-from .network import DLGSANet
+from .model.network import DLGSANet
 from .torch_pickle import read_torch_file
 
 StateDict = dict[str, torch.Tensor]

@@ -2,8 +2,8 @@
 
 As in the paper's BasicSR recipe the network learns from (LR, HR) pairs where LR is the
 MATLAB-bicubic downscaling of the whole HR image (8-bit), cut into aligned random patches with
-random flips and 90-degree rotations. T91 + BSD200 fit in ~100 MB as 8-bit tensors, so
-everything is decoded up front and a batch costs only a few tensor slices.
+random flips and 90-degree rotations. The usual training sets are small as 8-bit tensors (size
+in docs/training.md), so everything is decoded up front and a batch costs only a few tensor slices.
 """
 from __future__ import annotations
 
@@ -11,13 +11,12 @@ import os
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-import numpy as np
 import torch
 
 from .degradation import bicubic_degrade
-from .errors import DLGSANetError, ImageInputError
+from .errors import DLGSANetError
+from .images import IMAGE_SUFFIXES, list_images, read_rgb8
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 PathLike = Union[str, os.PathLike]
 
 
@@ -25,28 +24,15 @@ class TrainingDataError(DLGSANetError, ValueError):
     """The training or validation images cannot be used (missing folder, no images, too small)."""
 
 
-def list_images(folder: PathLike) -> list[Path]:
-    """Image files directly inside ``folder`` (sorted, so runs are reproducible)."""
+def training_images(folder: PathLike) -> list[Path]:
+    """:func:`dlgsanet.images.list_images`, failing when ``folder`` is missing or holds no image."""
     path = Path(folder)
     if not path.is_dir():
         raise TrainingDataError(f"image folder not found: {path}")
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = list_images(path)
     if not files:
         raise TrainingDataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {path}")
     return files
-
-
-def read_rgb8(path: PathLike) -> torch.Tensor:
-    """An image file as an 8-bit ``[3, H, W]`` tensor (grey replicated, alpha dropped)."""
-    from PIL import Image, ImageOps
-
-    try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except (OSError, ValueError) as e:
-        raise ImageInputError(f"cannot read image {path}: {e}") from e
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
 
 
 class PatchPairs:
@@ -60,7 +46,7 @@ class PatchPairs:
         self.lr: list[torch.Tensor] = []
         self.skipped: list[Path] = []
         for folder in folders:
-            for path in list_images(folder):
+            for path in training_images(folder):
                 img = read_rgb8(path)
                 if min(img.shape[-2:]) // scale < lr_patch:
                     self.skipped.append(path)
@@ -111,7 +97,7 @@ def augment(img: torch.Tensor, hflip: bool, vflip: bool, rot90: bool) -> torch.T
 
 def load_validation(folder: PathLike, scale: int, limit: Optional[int] = None) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
     """(name, HR uint8, LR uint8) for each image of a validation folder (at most ``limit``)."""
-    files = list_images(folder)[: limit or None]
+    files = training_images(folder)[: limit or None]
     out = []
     for path in files:
         img = read_rgb8(path)

@@ -90,10 +90,16 @@ def imresize(img: Image, scale: float, antialiasing: bool = True) -> Image:
     return out.contiguous().numpy()
 
 
-def mod_crop(img: torch.Tensor, scale: int) -> torch.Tensor:
-    """Crop bottom/right so H and W are multiples of ``scale`` (channels-first ``[..., H, W]``)."""
-    h, w = img.shape[-2:]
-    return img[..., : h - h % scale, : w - w % scale]
+def mod_crop(img: Image, scale: int) -> Image:
+    """Crop bottom/right so H and W are multiples of ``scale`` (BasicSR's ``mod_crop``).
+
+    Layouts as :func:`imresize`: numpy ``[H, W]`` / ``[H, W, C]``, torch ``[..., H, W]``.
+    """
+    if isinstance(img, torch.Tensor):
+        h, w = img.shape[-2:]
+        return img[..., : h - h % scale, : w - w % scale]
+    h, w = img.shape[:2]
+    return img[: h - h % scale, : w - w % scale]
 
 
 def quantize(img: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,8 @@ import torch.nn.functional as F
 from .errors import DLGSANetError
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+#: What the hosts' precision menus offer, in menu order ("auto" = fp32, see :func:`precision_dtype`).
+PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 
 
 def pick_device(name: Union[str, torch.device, None] = "auto") -> torch.device:
@@ -60,15 +62,21 @@ def dtype_problem(dtype: torch.dtype, device: torch.device) -> Optional[str]:
     return None if reason is None else f"{str(dtype).replace('torch.', '')} does not run on this {device.type} ({reason})"
 
 
-def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """``auto`` is float32 (DLGSANet's attention is not validated in fp16); others as named,
-    checked to work on ``device`` so that a bad choice fails here with a clear message."""
+def precision_dtype(precision: Optional[str]) -> torch.dtype:
+    """The dtype a precision name stands for: ``auto`` is float32 (DLGSANet's attention is not
+    validated in fp16); an unknown name is an error."""
     if precision in (None, "", "auto"):
         return torch.float32
     try:
-        dtype = PRECISIONS[precision]
+        return PRECISIONS[precision]
     except KeyError:
         raise DLGSANetError(f"unknown precision {precision!r}; use auto, fp32, bf16 or fp16") from None
+
+
+def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """:func:`precision_dtype`, checked to work on ``device`` so that a bad choice fails here
+    with a clear message."""
+    dtype = precision_dtype(precision)
     problem = dtype_problem(dtype, device)
     if problem:
         raise DLGSANetError(f"{problem}; use fp32 (or auto) here")

@@ -13,28 +13,24 @@ For every HR image (the benchmark protocol of BasicSR and the DLGSANet paper):
    set means are plain averages of the per-image values, as BasicSR reports them.
 
 API: :func:`evaluate_folder` (one call), or :func:`load_pairs` once and :func:`evaluate_pairs`
-per validation round (what the training loop does, so LR images are made only once).
+per validation round (so LR images are made only once). The result is an :class:`EvalReport`
+(data only); ``dlgsanet.cli.eval`` turns it into the table, CSV and JSON.
 """
 from __future__ import annotations
 
-import csv
-import io
-import json
-import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
+from .degradation import bicubic_degrade, imresize, mod_crop, quantize
 from .errors import DLGSANetError, ImageInputError
+from .images import IMAGE_SUFFIXES, list_images, read_rgb8
 from .metrics import SSIM_WINDOW, psnr_y, ssim_y, to_uint8
-
-#: File types read as HR images (what Pillow decodes and the benchmark sets come in).
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 ProgressFn = Callable[[int, int], None]
 PathLike = Union[str, os.PathLike]
@@ -53,9 +49,9 @@ def find_images(folder: PathLike, *, limit: Optional[int] = None) -> list[Path]:
         raise DLGSANetError(f"data folder not found: {root}")
     if not root.is_dir():
         raise DLGSANetError(f"{root} is not a folder; --data takes a folder of HR images")
-    files = _images_in(root)
+    files = list_images(root)
     if not files and (root / "HR").is_dir():
-        files = _images_in(root / "HR")
+        files = list_images(root / "HR")
     if not files:
         raise DLGSANetError(f"no images ({', '.join(s[1:] for s in IMAGE_SUFFIXES)}) in {root}")
     if limit is not None:
@@ -65,33 +61,12 @@ def find_images(folder: PathLike, *, limit: Optional[int] = None) -> list[Path]:
     return files
 
 
-def _images_in(folder: Path) -> list[Path]:
-    return sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                   and not p.name.startswith(".")), key=lambda p: p.name)
-
-
-def read_hr(path: PathLike) -> np.ndarray:
-    """An image file as 8-bit RGB HxWx3 (16-bit files are rounded to 8 bits)."""
-    from .images import read_image
-
-    rgb = read_image(path).rgb  # [3,H,W] float32, v/255 (8-bit) or v/65535 (16-bit)
-    return to_uint8(rgb)
-
-
-def mod_crop(image: np.ndarray, scale: int) -> np.ndarray:
-    """Crop bottom/right rows and columns so both sides are multiples of ``scale``."""
-    h, w = image.shape[:2]
-    return image[: h - h % scale, : w - w % scale]
-
-
 def bicubic_downscale(hr: np.ndarray, scale: int) -> np.ndarray:
     """The LR input: antialiased MATLAB bicubic by 1/``scale`` of an 8-bit HR image, 8-bit out.
 
     Made by :func:`dlgsanet.degradation.bicubic_degrade`, the same call that makes the training
     pairs, so the model is scored on exactly the kind of input it was trained on.
     """
-    from .degradation import bicubic_degrade
-
     chw = torch.from_numpy(np.ascontiguousarray(hr.transpose(2, 0, 1)))
     _, lr = bicubic_degrade(chw, scale)
     return lr.permute(1, 2, 0).numpy()
@@ -99,8 +74,6 @@ def bicubic_downscale(hr: np.ndarray, scale: int) -> np.ndarray:
 
 def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
     """The bicubic baseline: MATLAB bicubic by ``scale`` of an 8-bit LR image, 8-bit out (half up)."""
-    from .degradation import imresize, quantize
-
     chw = torch.from_numpy(np.ascontiguousarray(lr.transpose(2, 0, 1))).to(torch.float64) / 255.0
     return quantize(imresize(chw, float(scale))).permute(1, 2, 0).numpy()
 
@@ -147,7 +120,7 @@ def iter_pairs(files: Sequence[PathLike], scale: int) -> Iterator[EvalPair]:
     stems = [p.stem for p in paths]
     unique = len(set(stems)) == len(stems)  # a.png and a.jpg side by side: use full names
     for p in paths:
-        yield make_pair(p.stem if unique else p.name, read_hr(p), scale)
+        yield make_pair(p.stem if unique else p.name, read_rgb8(p).permute(1, 2, 0).numpy(), scale)
 
 
 def load_pairs(folder: PathLike, scale: int, *, limit: Optional[int] = None) -> list[EvalPair]:
@@ -206,7 +179,6 @@ class EvalReport:
     data: str = ""
     model: str = ""
     device: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def crop_border(self) -> int:
@@ -234,6 +206,7 @@ class EvalReport:
         return float(sum(s.seconds for s in self.images))
 
     def protocol(self) -> dict[str, Any]:
+        """How the numbers were made, in words (written into the JSON report)."""
         s = self.scale
         return {
             "metric": "PSNR and SSIM on the Y channel of YCbCr (ITU-R BT.601, 16-235), 8-bit images",
@@ -245,94 +218,6 @@ class EvalReport:
             "bicubic": f"MATLAB-style bicubic x{s} of the 8-bit LR, rounded to 8 bits",
             "mean": "arithmetic mean of the per-image values",
         }
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict; a non-finite PSNR (identical images) becomes None/null."""
-        def num(v: Optional[float]) -> Optional[float]:
-            return None if v is None or not math.isfinite(v) else v
-
-        return {
-            "data": self.data, "model": self.model, "scale": self.scale, "device": self.device,
-            "protocol": self.protocol(),
-            "mean": {"psnr": num(self.psnr), "ssim": num(self.ssim), "bicubic_psnr": num(self.bicubic_psnr),
-                     "bicubic_ssim": num(self.bicubic_ssim), "images": len(self.images),
-                     "seconds": round(self.seconds, 4)},
-            "images": [{"name": s.name, "width": s.width, "height": s.height, "psnr": num(s.psnr),
-                        "ssim": num(s.ssim), "bicubic_psnr": num(s.bicubic_psnr),
-                        "bicubic_ssim": num(s.bicubic_ssim), "seconds": round(s.seconds, 4),
-                        "tiles": s.tiles}
-                       for s in self.images],
-            **self.extra,
-        }
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
-
-    def to_csv(self) -> str:
-        """One row per image and a last row named ``mean``; empty cells where not computed."""
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["image", "width", "height", "psnr", "ssim", "bicubic_psnr", "bicubic_ssim", "seconds", "tiles"])
-
-        def cell(v: Optional[float], digits: int) -> str:
-            return "" if v is None else (repr(v) if not math.isfinite(v) else f"{v:.{digits}f}")
-
-        for s in self.images:
-            w.writerow([s.name, s.width, s.height, cell(s.psnr, 6), cell(s.ssim, 8), cell(s.bicubic_psnr, 6),
-                        cell(s.bicubic_ssim, 8), f"{s.seconds:.4f}", s.tiles])
-        w.writerow(["mean", "", "", cell(self.psnr, 6), cell(self.ssim, 8), cell(self.bicubic_psnr, 6),
-                    cell(self.bicubic_ssim, 8), f"{self.seconds:.4f}", ""])
-        return buf.getvalue()
-
-    def format_table(self) -> str:
-        """The terminal table: per-image rows, the mean, and the protocol in two lines."""
-        with_bic = all(s.bicubic_psnr is not None for s in self.images)
-        name_w = max([len("mean")] + [len(s.name) for s in self.images])
-        head = f"{'image':<{name_w}}  {'size':>9}"
-        if with_bic:
-            head += f"  {'bicubic PSNR':>12} {'SSIM':>7}"
-        head += f"  {'model PSNR':>10} {'SSIM':>7}"
-        if with_bic:
-            head += f"  {'gain dB':>7}"
-        head += f"  {'time s':>7}"
-
-        def row(name: str, size: str, p: Optional[float], q: Optional[float], bp: Optional[float],
-                bq: Optional[float], sec: float) -> str:
-            line = f"{name:<{name_w}}  {size:>9}"
-            if with_bic:
-                line += f"  {_fmt(bp, 2):>12} {_fmt(bq, 4):>7}"
-            line += f"  {_fmt(p, 2):>10} {_fmt(q, 4):>7}"
-            if with_bic:
-                gain = None if p is None or bp is None or not math.isfinite(p - bp) else p - bp
-                line += f"  {_fmt(gain, 2, sign=True):>7}"
-            return line + f"  {sec:>7.2f}"
-
-        lines = []
-        title = f"{self.model or 'model'} on {self.data or 'images'} (x{self.scale}, {len(self.images)} images"
-        lines.append(title + (f", {self.device})" if self.device else ")"))
-        lines.append(f"PSNR (dB) / SSIM on Y (BT.601), {self.scale}-pixel border cropped; "
-                     f"LR = MATLAB bicubic x1/{self.scale}, 8-bit")
-        lines.append("")
-        lines.append(head)
-        lines.append("-" * len(head))
-        for s in self.images:
-            lines.append(row(s.name, f"{s.width}x{s.height}", s.psnr, s.ssim, s.bicubic_psnr, s.bicubic_ssim,
-                             s.seconds))
-        lines.append("-" * len(head))
-        lines.append(row("mean", "", self.psnr, self.ssim, self.bicubic_psnr, self.bicubic_ssim, self.seconds))
-        tiled = [s.name for s in self.images if s.tiles > 1]
-        if tiled:
-            lines.append(f"note: {len(tiled)} image(s) ran in tiles ({', '.join(tiled[:5])}"
-                         f"{', ...' if len(tiled) > 5 else ''}); whole-image scores can differ slightly")
-        return "\n".join(lines)
-
-
-def _fmt(v: Optional[float], digits: int, *, sign: bool = False) -> str:
-    if v is None:
-        return "-"
-    if math.isinf(v):
-        return "inf" if v > 0 else "-inf"
-    return f"{v:+.{digits}f}" if sign else f"{v:.{digits}f}"
 
 
 # ----------------------------------------------------------------------------------------------

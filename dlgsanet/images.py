@@ -1,9 +1,12 @@
-"""Reading and writing image files for the command line, without losing what the user had.
+"""Image files: which suffixes count, listing a folder, reading and writing, without losing what the user had.
 
-RGBA keeps its alpha, grayscale stays grayscale, 16-bit PNG is read and written at 16 bits
-(Pillow truncates 16-bit colour and grey+alpha PNGs to 8 bits, so those are read through pypng
-or OpenCV, and every 16-bit PNG is written by ``_write_png16``), EXIF orientation is applied,
-and the ICC profile is carried over. Outputs appear only complete (temporary file, rename).
+One decoder (:func:`read_image`): RGBA keeps its alpha, grayscale stays grayscale, 16-bit PNG
+is read and written at 16 bits (Pillow truncates 16-bit colour and grey+alpha PNGs to 8 bits,
+so those are read through pypng or OpenCV, and every 16-bit PNG is written by
+``_write_png16``), EXIF orientation is applied, and the ICC profile is carried over.
+Training and evaluation want plain 8-bit RGB; :func:`read_rgb8` gives that from the same
+decoder, so both see exactly the pixels the upscale command sees. Outputs appear only
+complete (temporary file, rename).
 """
 from __future__ import annotations
 
@@ -19,7 +22,13 @@ import torch
 
 from .errors import ImageInputError
 
+#: Suffixes the upscale command reads and writes, with the Pillow format each is written in.
 EXTENSIONS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+#: Suffixes read as training/evaluation images (what Pillow decodes and the benchmark sets come in).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+#: Other image formats' suffixes, which we cannot write: ``-o x.tiff`` is refused, not made a folder.
+UNWRITABLE_SUFFIXES = frozenset({".tif", ".tiff", ".bmp", ".gif", ".avif", ".heic", ".heif", ".jxl", ".jp2",
+                                 ".tga", ".exr", ".hdr", ".ico", ".ppm", ".pgm", ".pnm", ".psd", ".dds", ".qoi"})
 
 
 @dataclass
@@ -35,6 +44,13 @@ class LoadedImage:
 
 def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in EXTENSIONS
+
+
+def list_images(folder: os.PathLike | str) -> list[Path]:
+    """The image files (:data:`IMAGE_SUFFIXES`) directly inside ``folder``, sorted by name so
+    runs are reproducible; hidden files (``.name``, e.g. macOS ``._x.png``) are skipped."""
+    return sorted((p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                   and not p.name.startswith(".")), key=lambda p: p.name)
 
 
 def image_size(path: Path) -> Optional[tuple[int, int]]:
@@ -126,6 +142,12 @@ def read_image(path: os.PathLike | str) -> LoadedImage:
     to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))  # noqa: E731
     return LoadedImage(rgb=to_t(color), alpha=None if alpha is None else to_t(alpha),
                        grayscale=gray, bit_depth=bit_depth, icc_profile=icc)
+
+
+def read_rgb8(path: os.PathLike | str) -> torch.Tensor:
+    """An image file as 8-bit RGB ``[3, H, W]`` uint8 (grey replicated, alpha dropped, 16 bits
+    rounded to 8): what ``cv2.imread(..., IMREAD_COLOR)`` gives BasicSR for training and scoring."""
+    return torch.from_numpy(_quantise(read_image(path).rgb, 8))
 
 
 def _palette_is_gray(im) -> bool:

@@ -20,8 +20,8 @@ RGB with the RGB coefficients gives the same luma). Accepted inputs are numpy ``
 HxWx3, HxWx1 or HxW, and torch tensors [3,H,W] / [1,3,H,W] (float in 0..1, quantised by
 :func:`to_uint8`, or uint8). As in BasicSR, a single-channel image is taken as luma already
 (no 16..235 mapping). All arithmetic is float64. BasicSR itself rounds the Y plane to float32
-on the way; that moves results by at most 6.1e-7 dB / 1.5e-8 SSIM over 124 checked pairs
-(see docs/evaluation.md).
+on the way, which moves its results very slightly (bounds in docs/evaluation.md, "Agreement
+with BasicSR").
 """
 from __future__ import annotations
 

@@ -22,7 +22,9 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from .alpha import upscale_rgba
 from .errors import ImageInputError, OutputSizeError
+from .tiling.settings import split_keywords
 
 Progress = Callable[[int, int], None]
 PassRunner = Callable[[torch.Tensor, Optional[Progress]], torch.Tensor]
@@ -166,8 +168,6 @@ def upscale_rgba_to(model: torch.nn.Module, images: torch.Tensor, *, outscale: O
     or ``width``/``height`` (fit, aspect kept). Same layouts, alpha modes and keywords as
     ``upscale_rgba``; the result has the target size (the same for every image of the batch).
     """
-    from .alpha import upscale_rgba  # alpha imports inference, which imports us
-
     if not isinstance(images, torch.Tensor) or images.dim() != 4:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ImageInputError(f"expected images as a 4-D tensor ([B,C,H,W], or [B,H,W,C] with "
@@ -177,9 +177,10 @@ def upscale_rgba_to(model: torch.nn.Module, images: torch.Tensor, *, outscale: O
     if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
         raise OutputSizeError(f"the model has no usable integer 'scale' attribute (got {scale!r})")
     target = target_size(x.shape[-2], x.shape[-1], outscale=outscale, width_to=width, height_to=height)
+    tiles, others = split_keywords(kwargs)  # the same TileSettings for every pass
 
     def run_pass(t: torch.Tensor, p: Optional[Progress]) -> torch.Tensor:
-        return upscale_rgba(model, t, progress=p, **kwargs)
+        return upscale_rgba(model, t, progress=p, tiles=tiles, **others)
 
     y = upscale_to(run_pass, x, target, scale=scale, has_alpha=x.shape[1] == 4, progress=progress)
     y = to_output(y, images.dtype if output_dtype is None else output_dtype,

@@ -26,10 +26,11 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .config import DLGSANetConfig, preset_config
+from .model.config import DLGSANetConfig, preset_config
 from .data import PatchPairs, load_validation
+from .devices import pick_device
 from .errors import CheckpointError, DLGSANetError
-from .network import DLGSANet
+from .model.network import DLGSANet
 
 #: Default HR patch size per scale (official ``gt_size``: LR patches of 48 px).
 DEFAULT_PATCH = {2: 96, 3: 144, 4: 192}
@@ -122,18 +123,6 @@ def update_ema(ema: DLGSANet, model: DLGSANet, decay: float) -> None:
         e.lerp_(p.detach(), 1.0 - decay)
     for e, b in zip(ema.buffers(), model.buffers()):
         e.copy_(b)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise DLGSANetError(f"unknown device {name!r}") from e
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DLGSANetError("device cuda requested, but no CUDA device is available")
-    return device
 
 
 @torch.no_grad()
@@ -274,7 +263,7 @@ def train(options: TrainOptions, *, resume: bool = False, stop_after: Optional[i
 
     if options.threads:
         torch.set_num_threads(options.threads)
-    device = resolve_device(options.device)
+    device = pick_device(options.device)
     torch.manual_seed(options.seed)
     generator = torch.Generator().manual_seed(options.seed)
 

@@ -24,6 +24,7 @@ import torch
 
 from .errors import DLGSANetError
 
+#: Video containers the upscale command reads and writes (image suffixes live in dlgsanet.images).
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".webm", ".avi")
 #: Video codecs a WebM file may hold (the container refuses others); the default for .webm.
 WEBM_CODECS = ("libvpx-vp9", "libvpx", "libsvtav1", "libaom-av1", "av1")

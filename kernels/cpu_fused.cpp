@@ -568,7 +568,7 @@ int dlg_openmp() {
 //   out:   [B, C, H, W]; channel c uses kernel group c / (C / G)
 //   threads: OpenMP threads (PyTorch's count, passed in: OpenMP's own setting is per thread)
 // Planes, not channels-last maps: a group's channels are then rows of whole vectors (a
-// channels-last variant, which must transpose every tile, measured twice as slow).
+// channels-last variant must transpose every tile and is slower: docs/performance.md).
 int dlg_dynamic_conv(const float* x, int x_rows, int x_offset, const float* hyper, int hyper_rows, int hyper_offset,
                      const float* wk, const float* bias, float* out, int batch, int channels, int groups, int ksize,
                      int reduced, int height, int width, int threads) {

@@ -4,22 +4,22 @@
 //   zero padding; x, out: [N,C,H,W] contiguous; k: [N,G,K,K,H,W] contiguous.
 //
 // One source, three compilers:
-//   * NVRTC at run time through cupy (dlgsanet/ops/cupy_backend.py): no nvcc on users' machines,
+//   * NVRTC at run time through cupy (dlgsanet/ops/dynamic_dwconv/cupy_backend.py): no nvcc on users' machines,
 //     every template instance (dtype, K) is compiled on demand, so any odd K works;
 //   * nvcc, for the compile check of sm_75 / sm_86 / sm_90 (tests/test_kernels_nvcc.py);
-//   * g++ through kernels/cpu_shim.h, which loops over blocks and threads, so CI proves the
+//   * g++ through tests/kernels/cpu_shim.h, which loops over blocks and threads, so CI proves the
 //     arithmetic against the PyTorch path without a GPU (tests/test_kernels_cpu.py).
 //
 // Design, and why:
 //   * Every thread owns its outputs: no shared memory, no __syncthreads, no atomics in any pass.
 //     That keeps all three passes deterministic, and a sequential block/thread loop on the CPU
-//     performs the same arithmetic in the same order as the GPU (kernels/cpu_shim.h).
+//     performs the same arithmetic in the same order as the GPU (tests/kernels/cpu_shim.h).
 //   * The per-pixel kernel tensor is by far the largest operand (K*K*G values per pixel against C
 //     for x), so each kernel tap is read from memory once and reused, in a register, for all the
 //     C/G channels of its group (in blocks of DWC_CHANNEL_BLOCK accumulators).
 //   * In the forward and grad-input passes a thread computes DWC_STRIP neighbouring outputs of a
-//     row, so each source value it loads serves up to K of its products (see dwc_gather). On an
-//     H200 that made both passes 1.65-1.87x faster than one output per thread, same bits.
+//     row, so each source value it loads serves up to K of its products (see dwc_gather): both
+//     passes faster than with one output per thread (figures in docs/cuda.md), same bits.
 //   * Threads run along the width (consecutive threads = consecutive pixels or strips), so the
 //     loads of a warp cover one contiguous run of memory; neighbouring threads share rows in L1.
 //   * Storage may be float, double, half or bfloat16; arithmetic is float (double for double),
@@ -66,9 +66,9 @@
 #endif
 
 // The same for the forward and grad-input passes: at most 128 registers, none spilled at DWC_STRIP 2.
-// Measured on an H200 (docs/cuda.md): strips of 4 at 2 blocks, or of 2 at 3 blocks, ran another
-// 1.1-1.5x faster but spill registers (up to 160 bytes on sm_75), which tests/test_kernels_nvcc.py
-// refuses until they are measured on older GPUs too.
+// Strips of 4 at 2 blocks, or of 2 at 3 blocks, ran faster on an H200 (docs/cuda.md) but spill
+// registers on sm_75, which tests/test_kernels_nvcc.py refuses until they are measured on older
+// GPUs too.
 #ifndef DWC_GATHER_MIN_BLOCKS
 #define DWC_GATHER_MIN_BLOCKS 2
 #endif

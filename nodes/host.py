@@ -5,7 +5,8 @@ Differences handled here, so the node classes stay version-free:
   live (``intermediate_dtype`` is new; older versions always use float32).
 - ``is_oom(e)`` (new): also recognises accelerator errors that mean out-of-memory; older
   versions only have ``OOM_EXCEPTION``, which is ``Exception`` itself on torch builds without
-  CUDA and would call every error an OOM, so it is not used.
+  CUDA and would call every error an OOM, so it is not used. Our :func:`is_oom` is handed to
+  the engine, which adds it to its own test and halves the tiles on either.
 - ``InterruptProcessingException`` derives from ``BaseException`` in new versions and from
   ``Exception`` in old ones: a cancel is always re-raised by its own class, first.
 - Progress: ``comfy.utils.ProgressBar``; its global hook is also a cancel point, but newer
@@ -18,8 +19,6 @@ from typing import Callable
 import comfy.model_management as mm
 import comfy.utils
 import torch
-
-from ..dlgsanet.inference import is_out_of_memory
 
 
 def compute_device() -> torch.device:
@@ -49,15 +48,14 @@ def interrupt_exception() -> type[BaseException]:
 
 
 def is_oom(error: BaseException) -> bool:
-    """True when ``error`` means the device ran out of memory (never for a cancel)."""
+    """True when this ComfyUI takes ``error`` for out of memory (never a cancel)."""
     if isinstance(error, interrupt_exception()):
         return False
     fn = getattr(mm, "is_oom", None)
     if fn is not None:
         return bool(fn(error))
-    # Older ComfyUI: the engine's own test, plus driver errors that subclass RuntimeError.
-    return is_out_of_memory(error) or (isinstance(error, RuntimeError)
-                                       and "out of memory" in str(error).lower())
+    # Older ComfyUI: driver errors that subclass RuntimeError and say so.
+    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
 
 
 def cancel_check() -> Callable[[], bool]:

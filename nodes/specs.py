@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from ..dlgsanet.devices import PRECISION_CHOICES
 from ..dlgsanet.tiling import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, MIN_TILE_SIZE
 
 CATEGORY = "image/upscaling"
 MODEL_TYPE = "DLGSANET_MODEL"
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 #: Largest "scale by" factor offered (x16 of a 1024 px image is already 16384 px a side).
 MAX_SCALE_BY = 16.0
 
@@ -86,7 +86,7 @@ LOADER = NodeSpec(
               options=_model_choices),
         Param("precision", "COMBO",
               "Weights and compute precision. auto = fp32 (exact); bf16 halves memory with a small "
-              "loss; fp16 only on GPUs.", default="auto", options=lambda: list(PRECISIONS)),
+              "loss; fp16 only on GPUs.", default="auto", options=lambda: list(PRECISION_CHOICES)),
     ),
     output=Out(MODEL_TYPE, "dlgsanet_model",
                "The DLGSANet model, for \"Upscale Image with DLGSANet\" and \"Tiled Upscale (DLGSANet)\"."),

@@ -3,23 +3,19 @@
 The work is ``dlgsanet.alpha.upscale_rgba`` (RGBA split, tiling, blending, out-of-memory halving),
 or ``dlgsanet.resample.upscale_rgba_to`` for a "scale by" factor other than the model's (model
 passes, then antialiased resampling); this module only hands them ComfyUI's ``[B,H,W,C]`` images
-and drives ComfyUI's memory manager, progress bar and cancel button.
+and drives ComfyUI's memory manager, progress bar, cancel button and out-of-memory test.
 """
 from __future__ import annotations
 
-import logging
 from typing import Any, Optional
 
 import torch
 
 from ..dlgsanet import ImageInputError, UpscaleCancelled
 from ..dlgsanet.alpha import upscale_rgba
-from ..dlgsanet.memory import bytes_per_pixel
+from ..dlgsanet.tiling.memory import bytes_per_pixel
 from ..dlgsanet.resample import target_size, upscale_rgba_to
-from ..dlgsanet.tiling import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, MIN_TILE_SIZE
 from . import host
-
-log = logging.getLogger("DLGSANet")
 
 #: Tile side whose working memory is requested from ComfyUI when the engine picks the tile size
 #: itself (the size ComfyUI's own upscale node uses); the engine then sizes tiles to what is free.
@@ -72,37 +68,23 @@ def run_upscale(model: torch.nn.Module, image: torch.Tensor, *, tile_size: Optio
     host.free_memory_for(working_memory(model, height, width, tile_size), device)
     model.to(device)
     try:
-        return _upscale_retrying(model, image, tile_size, overlap, out_device, out_dtype, factor)
+        return _upscale(model, image, tile_size, overlap, out_device, out_dtype, factor)
     finally:
         model.to(host.offload_device())
         host.release_memory()
 
 
-def _upscale_retrying(model: torch.nn.Module, image: torch.Tensor, tile_size: Optional[int],
-                      overlap: Optional[int], out_device: torch.device,
-                      out_dtype: torch.dtype, factor: Optional[float]) -> torch.Tensor:
-    """The engine halves tiles on the out-of-memory errors it knows; one that only this
-    ComfyUI's ``is_oom`` recognises is retried here with half the tile. A cancel always
-    leaves as ComfyUI's own interrupt."""
-    progress, cancel = host.Progress(), host.cancel_check()
-    interrupt = host.interrupt_exception()
-    tile = tile_size
-    while True:
-        try:
-            common = dict(channels_last=True, output_dtype=out_dtype, output_device=out_device,
-                          progress=progress, cancel=cancel, tile_size=tile, overlap=overlap)
-            if factor is None:
-                return upscale_rgba(model, image, **common)
-            return upscale_rgba_to(model, image, outscale=factor, **common)
-        except interrupt:
-            raise
-        except UpscaleCancelled as e:
-            raise interrupt() from e
-        except Exception as e:
-            smaller = (tile or 2 * DEFAULT_TILE_SIZE) // 2
-            if not host.is_oom(e) or smaller < MIN_TILE_SIZE:
-                raise
-            log.warning("DLGSANet: out of memory at tile size %s; retrying with %d",
-                        tile or "auto", smaller)
-            tile = smaller
-            host.release_memory()
+def _upscale(model: torch.nn.Module, image: torch.Tensor, tile_size: Optional[int],
+             overlap: Optional[int], out_device: torch.device, out_dtype: torch.dtype,
+             factor: Optional[float]) -> torch.Tensor:
+    """The engine does the work, halving tiles on what it or this ComfyUI takes for out of
+    memory; a cancel always leaves as ComfyUI's own interrupt."""
+    common = dict(channels_last=True, output_dtype=out_dtype, output_device=out_device,
+                  progress=host.Progress(), cancel=host.cancel_check(), tile_size=tile_size,
+                  overlap=overlap, oom_types=(host.is_oom,))
+    try:
+        if factor is None:
+            return upscale_rgba(model, image, **common)
+        return upscale_rgba_to(model, image, outscale=factor, **common)
+    except UpscaleCancelled as e:
+        raise host.interrupt_exception()() from e

@@ -1,7 +1,7 @@
 """Helpers for the CUDA kernel tests: build and call the CPU emulation, find nvcc and NVRTC.
 
-The CPU emulation is ``kernels/dynamic_dwconv_cpu.cpp`` (which includes ``kernels/cpu_shim.h`` and
-the real ``kernels/dynamic_dwconv.cu``) compiled with g++ into a shared library and called with
+The CPU emulation is ``tests/kernels/dynamic_dwconv_cpu.cpp`` (which includes ``tests/kernels/cpu_shim.h``
+and the real ``kernels/dynamic_dwconv.cu``) compiled with g++ into a shared library and called with
 ctypes. NVRTC is called through its C API with ctypes, so the compile check needs no cupy and no GPU.
 """
 from __future__ import annotations
@@ -18,13 +18,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from dlgsanet.ops import cupy_backend
-from dlgsanet.ops.dynamic_dwconv_torch import dynamic_dwconv_torch
+from dlgsanet.ops.dynamic_dwconv import cupy_backend
+from dlgsanet.ops.dynamic_dwconv.torch_backend import dynamic_dwconv_torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 KERNELS_DIR = REPO_ROOT / "kernels"
 KERNEL_SOURCE = KERNELS_DIR / "dynamic_dwconv.cu"
-CPU_ENTRY = KERNELS_DIR / "dynamic_dwconv_cpu.cpp"
+CPU_ENTRY = Path(__file__).resolve().parent / "kernels" / "dynamic_dwconv_cpu.cpp"  # test-only C++
 
 DTYPE_CODES: Dict[torch.dtype, int] = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
 OP_FORWARD, OP_GRAD_INPUT, OP_GRAD_KERNELS = 0, 1, 2

@@ -10,7 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from conftest import REPO_ROOT
 from dlgsanet import DLGSANetConfig
-from dlgsanet.mhdlsa import DynamicDWConv
+from dlgsanet.model.mhdlsa import DynamicDWConv
 from dlgsanet.cpu import fused as cpu_kernels
 
 

@@ -19,13 +19,15 @@ import torch.nn.functional as F
 
 import core_helpers
 from dlgsanet import DLGSANet, DLGSANetConfig
-from dlgsanet.layers import GDFN, ChannelLayerNorm, layer_norm_params
+from dlgsanet.cpu.plan import layer_norm_params
+from dlgsanet.cpu.sparse_gsa import attend, window_rectangles
+from dlgsanet.model.layers import GDFN, ChannelLayerNorm
 from dlgsanet.cpu import fused as cpu_kernels
-from dlgsanet.ops.dynamic_dwconv_torch import dynamic_dwconv_torch
-from dlgsanet.sparse_gsa import SparseGSA
-from dlgsanet.tlc import window_rectangles
+from dlgsanet.ops import native
+from dlgsanet.ops.dynamic_dwconv.torch_backend import dynamic_dwconv_torch
+from dlgsanet.model.sparse_gsa import SparseGSA
 
-needs_kernels = pytest.mark.skipif(cpu_kernels.compiler() is None or os.name != "posix",
+needs_kernels = pytest.mark.skipif(native.compiler() is None or os.name != "posix",
                                    reason="no C++ compiler here: the fused CPU kernels cannot be built "
                                           "(the PyTorch ops are used instead)")
 
@@ -208,7 +210,7 @@ def test_window_attention_matches_the_pytorch_attention(batch: int, height: int,
         monkeypatch.setenv(cpu_kernels.ENV_VAR, "off")
         expected = gsa.attend(qkv, residual)   # PyTorch ops
         monkeypatch.setenv(cpu_kernels.ENV_VAR, "auto")
-        assert torch.equal(gsa.attend(qkv, residual), cpu_kernels.window_attention(
+        assert torch.equal(attend(gsa, qkv, residual), cpu_kernels.window_attention(
             qkv, residual, torch.empty_like(residual), gsa.temperature, gsa.project_out.weight,
             *window_rectangles(height, width, window, qkv.device)))     # attend takes the kernel when it can
         out = torch.full_like(residual, float("nan"))

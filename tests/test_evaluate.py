@@ -24,8 +24,10 @@ from PIL import Image
 
 from dlgsanet import DLGSANetError, ImageInputError, load_model, save_model
 from dlgsanet.cli import main
+from dlgsanet.cli.eval import report_csv, report_json, report_table
+from dlgsanet.degradation import mod_crop
 from dlgsanet.evaluate import (EvalReport, ImageScore, bicubic_downscale, bicubic_upscale, evaluate_folder,
-                               evaluate_pairs, find_images, load_pairs, make_pair, min_hr_side, mod_crop)
+                               evaluate_pairs, find_images, load_pairs, make_pair, min_hr_side)
 from dlgsanet.metrics import psnr_y, ssim_y
 
 FIXTURES = Path(__file__).parent / "fixtures" / "metrics_basicsr"
@@ -155,7 +157,7 @@ def test_tiled_inference_is_recorded_and_flagged(tmp_path: Path) -> None:
     tiled = evaluate_folder(Nearest(2), tmp_path / "set", bicubic=False, tile_size=96, overlap=8)
     assert whole.images[0].tiles == 1 and tiled.images[0].tiles > 1
     assert tiled.images[0].psnr == whole.images[0].psnr  # nearest upsampling is the same tiled or not
-    assert "ran in tiles" in tiled.format_table() and "ran in tiles" not in whole.format_table()
+    assert "ran in tiles" in report_table(tiled) and "ran in tiles" not in report_table(whole)
 
 
 def _basicsr_set5_bicubic() -> list[dict]:
@@ -197,7 +199,7 @@ def _report() -> EvalReport:
 
 
 def test_json_report_is_strict_json_with_null_for_infinite_psnr() -> None:
-    data = json.loads(_report().to_json(), parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    data = json.loads(report_json(_report()), parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
     assert data["scale"] == 4 and data["protocol"]["crop_border"] == 4
     assert data["images"][0] == {"name": "baby", "width": 512, "height": 512, "psnr": 33.5, "ssim": 0.91,
                                  "bicubic_psnr": 31.78, "bicubic_ssim": 0.857, "seconds": 1.25, "tiles": 1}
@@ -207,14 +209,14 @@ def test_json_report_is_strict_json_with_null_for_infinite_psnr() -> None:
 
 
 def test_csv_report_has_one_row_per_image_and_a_mean_row() -> None:
-    rows = list(csv.DictReader(io.StringIO(_report().to_csv())))
+    rows = list(csv.DictReader(io.StringIO(report_csv(_report()))))
     assert [r["image"] for r in rows] == ["baby", "same", "mean"]
     assert float(rows[0]["psnr"]) == 33.5 and float(rows[1]["psnr"]) == math.inf
     assert float(rows[2]["bicubic_psnr"]) == pytest.approx(30.89)
 
 
 def test_table_lists_every_image_and_the_gain_over_bicubic() -> None:
-    table = _report().format_table()
+    table = report_table(_report())
     assert "Set5" in table and "x4" in table and "Y (BT.601)" in table
     baby = next(line for line in table.splitlines() if line.startswith("baby"))
     assert baby.split() == ["baby", "512x512", "31.78", "0.8570", "33.50", "0.9100", "+1.72", "1.25"]

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from dlgsanet.errors import ImageInputError
-from dlgsanet.images import read_image, write_image
+from dlgsanet.images import list_images, read_image, read_rgb8, write_image
 
 png = pytest.importorskip("png")
 
@@ -91,3 +91,24 @@ def test_interrupted_write_leaves_no_partial_file(tmp_path, monkeypatch) -> None
         write_image(tmp_path / "old.png", torch.rand(3, 4, 4), overwrite=True)
     assert [p.name for p in tmp_path.iterdir()] == ["old.png"]
     assert (tmp_path / "old.png").read_bytes() == b"precious"
+
+
+def test_list_images_sorts_by_name_and_skips_hidden_and_other_files(tmp_path) -> None:
+    for name in ("b.png", "a.BMP", "c.tiff", "._a.png", ".hidden.jpg", "notes.txt"):
+        (tmp_path / name).write_bytes(b"listing looks at names only")
+    (tmp_path / "dir.png").mkdir()
+    assert [p.name for p in list_images(tmp_path)] == ["a.BMP", "b.png", "c.tiff"]
+
+
+def test_rgb8_reader_is_the_decoder_rounded_to_8_bits(tmp_path) -> None:
+    """Training/evaluation see what the upscale command sees: grey replicated, alpha dropped,
+    16 bits rounded (not truncated) to 8."""
+    grey = torch.rand(1, 5, 6, dtype=torch.float64).float()
+    alpha = torch.rand(1, 5, 6, dtype=torch.float64).float()
+    path = write_image(tmp_path / "ga.png", grey.expand(3, -1, -1), alpha, grayscale=True, bit_depth=16)
+    rgb8 = read_rgb8(path)
+    assert rgb8.dtype == torch.uint8 and rgb8.shape == (3, 5, 6)
+    expected = np.rint(_levels16(grey[0]).astype(np.float64) / 65535 * 255).astype(np.uint8)
+    for c in range(3):
+        assert np.array_equal(rgb8[c].numpy(), expected)
+    assert torch.equal(rgb8, (read_image(path).rgb * 255).round().to(torch.uint8))

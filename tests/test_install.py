@@ -333,7 +333,7 @@ def test_installed_cupy_that_cannot_import_is_reported_by_install_py(broken_cupy
 def test_installed_cupy_that_cannot_import_is_reported_at_run_time(broken_cupy: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """The runtime fallback reason says "installed but cannot be imported", not "not installed"."""
-    from dlgsanet.ops import cupy_backend
+    from dlgsanet.ops.dynamic_dwconv import cupy_backend
 
     monkeypatch.syspath_prepend(str(broken_cupy))
     monkeypatch.delitem(sys.modules, "cupy", raising=False)

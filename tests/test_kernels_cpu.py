@@ -1,4 +1,4 @@
-"""The CUDA kernels, compiled with g++ through kernels/cpu_shim.h, against the PyTorch path.
+"""The CUDA kernels, compiled with g++ through tests/kernels/cpu_shim.h, against the PyTorch path.
 
 This is the proof of the kernels' arithmetic that CI can run without a GPU: the very source the
 cupy backend compiles with NVRTC runs here one (block, thread) at a time. Forward, gradient wrt
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dlgsanet.ops import cupy_backend
+from dlgsanet.ops.dynamic_dwconv import cupy_backend
 from kernels_helpers import CPU_ENTRY, CpuKernels, build_cpu_library, gxx, random_case, torch_reference
 
 pytestmark = pytest.mark.skipif(gxx() is None, reason="g++ not found: the CPU emulation of the CUDA kernels "

@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from dlgsanet.errors import DLGSANetError
-from dlgsanet.ops import cupy_backend, dynamic_dwconv
-from dlgsanet.ops.dynamic_dwconv_torch import dynamic_dwconv_torch
+from dlgsanet.ops import dynamic_dwconv
+from dlgsanet.ops.dynamic_dwconv import cupy_backend
+from dlgsanet.ops.dynamic_dwconv.torch_backend import dynamic_dwconv_torch
 
 LOGGER = "dlgsanet.ops.dynamic_dwconv"
 # the package re-exports the function under the module's name, so fetch the module explicitly

@@ -16,8 +16,9 @@ import torch
 
 import dlgsanet
 from conftest import OFFICIAL_FIXTURES
-from dlgsanet.ops import cupy_backend, dynamic_dwconv
-from dlgsanet.ops.dynamic_dwconv_torch import dynamic_dwconv_torch
+from dlgsanet.ops import dynamic_dwconv
+from dlgsanet.ops.dynamic_dwconv import cupy_backend
+from dlgsanet.ops.dynamic_dwconv.torch_backend import dynamic_dwconv_torch
 
 pytestmark = pytest.mark.gpu
 dispatch_module = importlib.import_module("dlgsanet.ops.dynamic_dwconv")

@@ -14,7 +14,7 @@ from typing import Dict, List, Tuple
 import pytest
 import torch
 
-from dlgsanet.ops import cupy_backend
+from dlgsanet.ops.dynamic_dwconv import cupy_backend
 from kernels_helpers import KERNEL_SOURCE, Nvrtc, find_libnvrtc, instantiation_unit, nvcc, nvcc_archs
 
 ARCHS = ["sm_75", "sm_86", "sm_90"]  # Turing (oldest CUDA 13 still builds for), Ampere, Hopper

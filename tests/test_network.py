@@ -9,7 +9,7 @@ from conftest import OFFICIAL_FIXTURES
 from core_helpers import random_model, small_config
 import dlgsanet
 from dlgsanet import DLGSANet, preset_config
-from dlgsanet.tlc import window_starts
+from dlgsanet.model.tlc import window_starts
 
 FIXTURE_PTH = OFFICIAL_FIXTURES / "tiny_x4.pth"
 FIXTURE_IO = OFFICIAL_FIXTURES / "tiny_x4.io.safetensors"

@@ -14,15 +14,18 @@ import torch
 import torch.nn.functional as F
 
 import core_helpers
-import dlgsanet.layers as layers
-import dlgsanet.mhdlsa as mhdlsa
-import dlgsanet.sparse_gsa as sparse_gsa
-from dlgsanet.layers import (MAX_BAND_SCALE, GDFN, ChannelLayerNorm, Workspace, band_rows, row_bands, spatial,
-                             thread_band_scale)
+import dlgsanet.cpu.gdfn as cpu_gdfn
+import dlgsanet.cpu.mhdlsa as mhdlsa
+import dlgsanet.cpu.sparse_gsa as sparse_gsa
+import dlgsanet.model.layers as layers
+from dlgsanet.cpu.bands import MAX_BAND_SCALE, band_rows, row_bands, thread_band_scale
+from dlgsanet.cpu.network import residual_group
+from dlgsanet.cpu.workspace import Workspace
+from dlgsanet.model.layers import GDFN, ChannelLayerNorm, spatial
 from dlgsanet.cpu import fused as cpu_kernels
-from dlgsanet.ops.dynamic_dwconv_torch import DynamicDWConvFunction, dynamic_dwconv_torch
-from dlgsanet.sparse_gsa import SparseGSA
-from dlgsanet.tlc import window_plan, window_starts
+from dlgsanet.ops.dynamic_dwconv.torch_backend import DynamicDWConvFunction, dynamic_dwconv_torch
+from dlgsanet.model.sparse_gsa import SparseGSA
+from dlgsanet.model.tlc import window_plan, window_starts
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -91,7 +94,7 @@ def test_banded_local_block_equals_whole_image_path(rows: int, kernels: str, mon
     monkeypatch.setattr(mhdlsa, "MIN_BAND_ROWS", 1)
     x = torch.randn(2, 11, 9, dim)
     with torch.no_grad():
-        banded = block(x)
+        banded = mhdlsa.local_block(block, x)
     whole = block(x.clone().requires_grad_(True))
     assert torch.allclose(banded, whole.detach(), atol=1e-5)
 
@@ -105,11 +108,11 @@ def test_banded_global_block_equals_whole_image_path(budget: int, kernels: str,
     monkeypatch.setenv(cpu_kernels.ENV_VAR, kernels)
     monkeypatch.setattr(sparse_gsa, "QKV_BAND_ELEMENTS", budget)
     monkeypatch.setattr(sparse_gsa, "WINDOW_CHUNK_ELEMENTS", budget)
-    monkeypatch.setattr(layers, "FFN_BAND_ELEMENTS", budget)
+    monkeypatch.setattr(cpu_gdfn, "FFN_BAND_ELEMENTS", budget)
     block = randomise(sparse_gsa.SparseGSABlock(12, 3, 2.0, tlc_window=7)).eval()
     x = torch.randn(2, 19, 17, 12)
     with torch.no_grad():
-        banded = block(x)
+        banded = sparse_gsa.global_block(block, x)
     whole = block(x.clone().requires_grad_(True))
     assert torch.allclose(banded, whole.detach(), atol=1e-5)
 
@@ -130,15 +133,15 @@ def test_cpu_inference_batch_is_bit_exact_at_any_size(size: tuple[int, int]) -> 
 def test_workspace_buffers_do_not_change_results() -> None:
     """Block outputs ping-pong between two reused buffers; the group's input must survive."""
     from dlgsanet import DLGSANetConfig
-    from dlgsanet.network import ResidualGroup
+    from dlgsanet.model.network import ResidualGroup
 
     group = randomise(ResidualGroup(DLGSANetConfig(dim=12, groups=1, blocks=3, local_heads=3, global_heads=3,
                                                    window=5, scale=2, tlc_window=6))).eval()
     x = torch.randn(1, 13, 10, 12)
     keep = x.clone()
     with torch.no_grad():
-        plain = group(x)
-        reused = group(x, Workspace())
+        plain = residual_group(group, x)
+        reused = residual_group(group, x, Workspace())
     assert torch.equal(x, keep)
     assert torch.equal(plain, reused)
 

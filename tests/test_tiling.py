@@ -1,4 +1,4 @@
-"""Tile geometry and blending weights (dlgsanet/tiling.py), property-based where it fits."""
+"""Tile geometry and blending weights (dlgsanet/tiling/plan.py), property-based where it fits."""
 from __future__ import annotations
 
 import math
@@ -8,8 +8,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dlgsanet.tiling import (DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, MIN_TILE_SIZE, TileSettingsError,
-                             axis_starts, axis_weights, check_settings, plan_axis, plan_tiles)
+from dlgsanet.errors import TileSettingsError
+from dlgsanet.tiling.plan import axis_starts, axis_weights, plan_axis, plan_tiles
+from dlgsanet.tiling.settings import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, MIN_TILE_SIZE
+from dlgsanet.tiling.settings import TileSettings as check_settings  # settings check themselves
 
 
 @st.composite

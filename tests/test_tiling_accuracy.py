@@ -17,7 +17,8 @@ from PIL import Image
 from tiling_helpers import one_thread
 
 import dlgsanet
-from dlgsanet.tiling import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, MIN_TILE_SIZE, plan_tiles
+from dlgsanet.tiling.plan import plan_tiles
+from dlgsanet.tiling.settings import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, MIN_TILE_SIZE
 
 BUNDLED = Path(dlgsanet.__file__).resolve().parent / "weights" / "dlgsanet_tiny_x4.safetensors"
 _one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)

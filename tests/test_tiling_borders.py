@@ -1,4 +1,4 @@
-"""Image borders (dlgsanet/inference.py ``border``): the default mirror padding, and the official mode.
+"""Image borders (dlgsanet/tiling/ ``border``): the default mirror padding, and the official mode.
 
 The network zero-pads its convolutions, and with the bundled model the outer pixels of a flat
 image drift by up to 47 levels of 255 and a 1x1 image changes colour (``border="official"``).
@@ -20,8 +20,9 @@ from tiling_helpers import LocalModel, PixelModel, one_thread, small_dlgsanet, s
 import dlgsanet
 from dlgsanet import upscale
 from dlgsanet.alpha import upscale_rgba
-from dlgsanet.inference import BORDER_PAD
-from dlgsanet.tiling import TileSettingsError, mirror_index, plan_tiles
+from dlgsanet.errors import TileSettingsError
+from dlgsanet.tiling.plan import mirror_index, plan_tiles
+from dlgsanet.tiling.settings import BORDER_PAD
 
 _one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 TOLERANCE = 3  # 8-bit levels; measured 0-1 with the default, 46-133 officially (see above)

@@ -1,4 +1,4 @@
-"""The tiled inference engine (dlgsanet/inference.py): seams, shapes, progress, cancel, OOM, memory.
+"""The tiled inference engine (dlgsanet/tiling/engine.py): seams, shapes, progress, cancel, OOM, memory.
 
 The models here are small test networks with a known receptive field (tiling_helpers.py), so
 "tiled equals whole-image" is an exact expectation; accuracy with the real trained network is
@@ -16,10 +16,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tiling_helpers import LocalModel, PixelModel, one_thread, small_dlgsanet, structured, whole
 
-from dlgsanet import ImageInputError, TileOutOfMemoryError, UpscaleCancelled, tlc, upscale
+from dlgsanet import ImageInputError, TileOutOfMemoryError, UpscaleCancelled, upscale
+from dlgsanet.model import tlc
 from dlgsanet.errors import DLGSANetError
-from dlgsanet.inference import is_out_of_memory
-from dlgsanet.tiling import TileSettingsError, plan_tiles
+from dlgsanet.errors import TileSettingsError
+from dlgsanet.tiling.memory import is_out_of_memory
+from dlgsanet.tiling.plan import plan_tiles
 
 OFFICIAL = dict(border="official")  # the engine gives exactly model(x) on a whole image
 SMALL = dict(min_tile_size=4, **OFFICIAL)

@@ -3,17 +3,25 @@
 HR images in; LR made by MATLAB-style bicubic downscaling; Y-channel PSNR/SSIM with the scale
 cropped at each border (see ``dlgsanet.evaluate`` and docs/evaluation.md). Prints a table;
 ``--json`` / ``--csv`` also write the results (never over an existing file without
-``--overwrite``).
+``--overwrite``). The library returns an ``EvalReport`` (numbers only); the three formats of it
+are made here (:func:`report_table`, :func:`report_csv`, :func:`report_json`).
 """
 from __future__ import annotations
 
 import argparse
+import csv
+import io
+import json
+import math
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from ..errors import DLGSANetError
+
+if TYPE_CHECKING:
+    from ..evaluate import EvalReport
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,6 +80,94 @@ def _model_name(model, source: Optional[str]) -> str:
     return f"{label} x{model.scale} ({Path(source).name if source else 'bundled default'})"
 
 
+def report_dict(report: EvalReport, extra: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """JSON-ready dict (``extra`` keys last); a non-finite PSNR (identical images) becomes None/null."""
+    def num(v: Optional[float]) -> Optional[float]:
+        return None if v is None or not math.isfinite(v) else v
+
+    return {
+        "data": report.data, "model": report.model, "scale": report.scale, "device": report.device,
+        "protocol": report.protocol(),
+        "mean": {"psnr": num(report.psnr), "ssim": num(report.ssim), "bicubic_psnr": num(report.bicubic_psnr),
+                 "bicubic_ssim": num(report.bicubic_ssim), "images": len(report.images),
+                 "seconds": round(report.seconds, 4)},
+        "images": [{"name": s.name, "width": s.width, "height": s.height, "psnr": num(s.psnr),
+                    "ssim": num(s.ssim), "bicubic_psnr": num(s.bicubic_psnr),
+                    "bicubic_ssim": num(s.bicubic_ssim), "seconds": round(s.seconds, 4), "tiles": s.tiles}
+                   for s in report.images],
+        **(extra or {}),
+    }
+
+
+def report_json(report: EvalReport, extra: Optional[dict[str, Any]] = None) -> str:
+    """Strict JSON (no NaN/Infinity, which most JSON readers refuse) of :func:`report_dict`."""
+    return json.dumps(report_dict(report, extra), indent=2, allow_nan=False) + "\n"
+
+
+def report_csv(report: EvalReport) -> str:
+    """One row per image and a last row named ``mean``; empty cells where not computed."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["image", "width", "height", "psnr", "ssim", "bicubic_psnr", "bicubic_ssim", "seconds", "tiles"])
+
+    def cell(v: Optional[float], digits: int) -> str:
+        return "" if v is None else (repr(v) if not math.isfinite(v) else f"{v:.{digits}f}")
+
+    for s in report.images:
+        w.writerow([s.name, s.width, s.height, cell(s.psnr, 6), cell(s.ssim, 8), cell(s.bicubic_psnr, 6),
+                    cell(s.bicubic_ssim, 8), f"{s.seconds:.4f}", s.tiles])
+    w.writerow(["mean", "", "", cell(report.psnr, 6), cell(report.ssim, 8), cell(report.bicubic_psnr, 6),
+                cell(report.bicubic_ssim, 8), f"{report.seconds:.4f}", ""])
+    return buf.getvalue()
+
+
+def report_table(report: EvalReport) -> str:
+    """The terminal table: the protocol in two lines, per-image rows and the mean."""
+    with_bic = all(s.bicubic_psnr is not None for s in report.images)
+    name_w = max([len("mean")] + [len(s.name) for s in report.images])
+    head = f"{'image':<{name_w}}  {'size':>9}"
+    if with_bic:
+        head += f"  {'bicubic PSNR':>12} {'SSIM':>7}"
+    head += f"  {'model PSNR':>10} {'SSIM':>7}"
+    if with_bic:
+        head += f"  {'gain dB':>7}"
+    head += f"  {'time s':>7}"
+
+    def row(name: str, size: str, p: Optional[float], q: Optional[float], bp: Optional[float],
+            bq: Optional[float], sec: float) -> str:
+        line = f"{name:<{name_w}}  {size:>9}"
+        if with_bic:
+            line += f"  {_fmt(bp, 2):>12} {_fmt(bq, 4):>7}"
+        line += f"  {_fmt(p, 2):>10} {_fmt(q, 4):>7}"
+        if with_bic:
+            gain = None if p is None or bp is None or not math.isfinite(p - bp) else p - bp
+            line += f"  {_fmt(gain, 2, sign=True):>7}"
+        return line + f"  {sec:>7.2f}"
+
+    title = f"{report.model or 'model'} on {report.data or 'images'} (x{report.scale}, {len(report.images)} images"
+    lines = [title + (f", {report.device})" if report.device else ")"),
+             f"PSNR (dB) / SSIM on Y (BT.601), {report.scale}-pixel border cropped; "
+             f"LR = MATLAB bicubic x1/{report.scale}, 8-bit",
+             "", head, "-" * len(head)]
+    for s in report.images:
+        lines.append(row(s.name, f"{s.width}x{s.height}", s.psnr, s.ssim, s.bicubic_psnr, s.bicubic_ssim, s.seconds))
+    lines.append("-" * len(head))
+    lines.append(row("mean", "", report.psnr, report.ssim, report.bicubic_psnr, report.bicubic_ssim, report.seconds))
+    tiled = [s.name for s in report.images if s.tiles > 1]
+    if tiled:
+        lines.append(f"note: {len(tiled)} image(s) ran in tiles ({', '.join(tiled[:5])}"
+                     f"{', ...' if len(tiled) > 5 else ''}); whole-image scores can differ slightly")
+    return "\n".join(lines)
+
+
+def _fmt(v: Optional[float], digits: int, *, sign: bool = False) -> str:
+    if v is None:
+        return "-"
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    return f"{v:+.{digits}f}" if sign else f"{v:.{digits}f}"
+
+
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import load_model
     from ..devices import pick_device
@@ -113,13 +209,13 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
     from .. import __version__
 
-    report.extra["model_file"] = str(Path(args.model).resolve()) if args.model else "bundled default"
-    report.extra["dlgsanet_version"] = __version__
-    print(report.format_table())
+    extra = {"model_file": str(Path(args.model).resolve()) if args.model else "bundled default",
+             "dlgsanet_version": __version__}
+    print(report_table(report))
     if json_path is not None:
-        _write(json_path, report.to_json())
+        _write(json_path, report_json(report, extra))
         print(f"wrote {json_path}", file=sys.stderr)
     if csv_path is not None:
-        _write(csv_path, report.to_csv())
+        _write(csv_path, report_csv(report))
         print(f"wrote {csv_path}", file=sys.stderr)
     return 0

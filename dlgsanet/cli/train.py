@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-every", type=int, default=10_000, metavar="N")
     parser.add_argument("--log-every", type=int, default=100, metavar="N")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--device", default="auto", help="auto (CUDA, then Apple MPS, else CPU), cpu, cuda, cuda:N or mps")
     parser.add_argument("--threads", type=int, metavar="N",
                         help="CPU threads for torch (1 is fastest on a busy shared CPU)")
     parser.add_argument("--resume", action="store_true",

@@ -12,6 +12,7 @@ import sys
 
 from ..checkpoint import load_model
 from ..devices import pick_device, pick_dtype
+from ..tiling.settings import MIN_TILE_SIZE
 from .upscale_plan import check_options, collect, plan_outputs
 from .upscale_run import run_jobs, summary
 
@@ -74,7 +75,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="frames upscaled together (default: as many as fit on CUDA, 2 on the CPU)")
     parser.add_argument("--recursive", action="store_true", help="also look into sub-folders")
     parser.add_argument("--tile", default=None, metavar="N",
-                        help="tile size in input pixels, at least 96; 0 or auto: choose by free memory (default)")
+                        help=f"tile size in input pixels, at least {MIN_TILE_SIZE}; 0 or auto: choose by free "
+                             f"memory (default)")
     parser.add_argument("--overlap", type=int, default=None, help="tile overlap in input pixels (default: tuned)")
     parser.add_argument("--border", choices=["mirror", "official"], default="mirror",
                         help="image borders: mirror-pad the input so edges keep their colour (default), or "

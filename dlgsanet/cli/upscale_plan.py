@@ -13,14 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from ..errors import DLGSANetError
-from ..images import EXTENSIONS, image_size, is_image_file
-from ..tiling import MIN_TILE_SIZE
+from ..errors import DLGSANetError, TileSettingsError
+from ..images import EXTENSIONS, UNWRITABLE_SUFFIXES, image_size, is_image_file
+from ..tiling.settings import MIN_TILE_SIZE, TileSettings, parse_tile_size
 from ..video import VIDEO_EXTENSIONS, check_codec, is_video_file, probe, require_av
 
-#: Suffixes of image formats we neither read nor write: ``-o x.tiff`` must not become a folder.
-OTHER_IMAGE_SUFFIXES = {".tif", ".tiff", ".bmp", ".gif", ".avif", ".heic", ".heif", ".jxl", ".jp2",
-                        ".tga", ".exr", ".hdr", ".ico", ".ppm", ".pgm", ".pnm", ".psd", ".dds", ".qoi"}
 WRITABLE = ".png, .jpg, .jpeg or .webp"
 WRITABLE_VIDEO = ", ".join(VIDEO_EXTENSIONS)
 
@@ -43,16 +40,16 @@ class Plan:
 
 def parse_tile(value: Optional[str]) -> Optional[int]:
     """``--tile``: None/"0"/"auto" = automatic, else a whole number >= MIN_TILE_SIZE."""
-    if value is None or value.strip().lower() in ("0", "auto"):
-        return None
     try:
-        tile = int(value)
-    except ValueError:
-        tile = -1
-    if tile < MIN_TILE_SIZE:
+        return parse_tile_size(value)
+    except TileSettingsError:
         raise DLGSANetError(f"--tile must be 0 or auto (choose automatically) or a size of at least "
-                            f"{MIN_TILE_SIZE} input pixels, got {value}")
-    return tile
+                            f"{MIN_TILE_SIZE} input pixels, got {value}") from None
+
+
+def tile_settings(args: argparse.Namespace) -> TileSettings:
+    """The tiling the options ask for (``args.tile`` already parsed by ``check_options``)."""
+    return TileSettings(tile_size=args.tile, overlap=args.overlap, border=args.border)
 
 
 NAMED_COLOURS = {"white": "#ffffff", "black": "#000000", "gray": "#808080", "grey": "#808080"}
@@ -126,7 +123,7 @@ def _single_file_output(out: Path, count: int, fmt: str) -> bool:
     suffix = out.suffix.lower()
     if out.is_dir():
         return False
-    if suffix in OTHER_IMAGE_SUFFIXES:
+    if suffix in UNWRITABLE_SUFFIXES:
         raise DLGSANetError(f"cannot write {suffix} files (-o {out}); give a folder, or a file name "
                             f"ending in {WRITABLE}")
     if out.exists() and (count > 1 or (suffix not in EXTENSIONS and suffix not in VIDEO_EXTENSIONS)):

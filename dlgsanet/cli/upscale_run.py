@@ -20,7 +20,7 @@ from ..errors import DLGSANetError
 from ..images import LoadedImage, lost_on_write, read_image, write_image
 from ..resample import pass_sizes, target_size, upscale_to
 from ..video import is_video_file
-from .upscale_plan import Job, Plan
+from .upscale_plan import Job, Plan, tile_settings
 
 #: Failures of one image that should not stop the others (damaged file, disk full, out of memory).
 IMAGE_ERRORS = (DLGSANetError, OSError, MemoryError, RuntimeError, ValueError)
@@ -90,10 +90,10 @@ def upscale_image(model, image: LoadedImage, args, progress) -> torch.Tensor:
     """[C,H,W] result (RGB, plus alpha last when the image has it) at the requested size."""
     x = image.rgb if image.alpha is None else torch.cat([image.rgb, image.alpha.to(image.rgb.dtype)], 0)
     h, w = x.shape[-2:]
+    tiles = tile_settings(args)
 
     def one_pass(t: torch.Tensor, p) -> torch.Tensor:
-        return upscale_rgba(model, t, tile_size=args.tile, overlap=args.overlap, border=args.border,
-                            progress=p)
+        return upscale_rgba(model, t, tiles=tiles, progress=p)
 
     out = upscale_to(one_pass, x[None], output_target(h, w, args, model.scale), scale=model.scale,
                      has_alpha=image.alpha is not None, progress=progress)

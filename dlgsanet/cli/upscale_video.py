@@ -16,23 +16,17 @@ import torch
 
 from ..alpha import upscale_rgba
 from ..errors import DLGSANetError
-from ..inference import model_device_dtype, mirrored_crop, border_pad_for, is_out_of_memory
-from ..memory import bytes_per_pixel, memory_budget
 from ..resample import upscale_to
-from ..tlc import tlc_frame
+from ..tiling.engine import mirrored_crop, model_device_dtype
+from ..tiling.memory import is_out_of_memory, memory_budget, whole_batch_fits, whole_pass_bytes
+from ..tiling.settings import TileSettings
+from ..model.tlc import tlc_frame
 from .. import video as V
-from .upscale_plan import Job
+from .upscale_plan import Job, tile_settings
 
 #: Frames per batch on the CPU by default (a CPU gains little from more; memory grows with it).
 CPU_BATCH = 2
 MAX_BATCH = 32
-
-
-def _frame_bytes(model, h: int, w: int, pad: int, dtype: torch.dtype) -> int:
-    """Working memory of one frame in a whole-batch pass: the padded input's activations plus
-    its float32 output."""
-    s = model.scale
-    return (h + 2 * pad) * (w + 2 * pad) * bytes_per_pixel(model, dtype) + 4 * 3 * h * w * s * s
 
 
 def default_batch(model, size: tuple[int, int], border: str) -> int:
@@ -43,15 +37,8 @@ def default_batch(model, size: tuple[int, int], border: str) -> int:
     budget = memory_budget(device)
     if budget is None:
         return 1
-    per_frame = _frame_bytes(model, *size, border_pad_for(border, None), dtype)
+    per_frame = whole_pass_bytes(model, *size, TileSettings(border=border).pad, dtype)
     return max(1, min(MAX_BATCH, int(budget // per_frame)))
-
-
-def _whole_fits(model, x: torch.Tensor, pad: int) -> bool:
-    device, dtype = model_device_dtype(model)
-    budget = memory_budget(device)
-    b, _, h, w = x.shape
-    return budget is None or b * _frame_bytes(model, h, w, pad, dtype) <= budget
 
 
 def whole_batch(model, x: torch.Tensor, pad: int) -> torch.Tensor:
@@ -69,10 +56,12 @@ def whole_batch(model, x: torch.Tensor, pad: int) -> torch.Tensor:
 def batch_runner(model, args, target: tuple[int, int],
                  progress: Optional[Callable[[int, int], None]] = None) -> V.BatchRunner:
     """[B,3,H,W] frames -> [B,3,*target] (model passes, then resampling as for images)."""
-    pad = border_pad_for(args.border, None)
+    pad = TileSettings(border=args.border).pad
+    device, dtype = model_device_dtype(model)
 
     def one_pass(t: torch.Tensor, p) -> torch.Tensor:
-        if args.tile is None and _whole_fits(model, t, pad):
+        b, _, h, w = t.shape
+        if args.tile is None and whole_batch_fits(model, b, h, w, pad, device=device, dtype=dtype):
             try:
                 return whole_batch(model, t, pad)
             except BaseException as exc:  # noqa: B902 - only out-of-memory falls through
@@ -80,8 +69,7 @@ def batch_runner(model, args, target: tuple[int, int],
                     raise
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-        return upscale_rgba(model, t, tile_size=args.tile, overlap=args.overlap, border=args.border,
-                            progress=p)
+        return upscale_rgba(model, t, tiles=tile_settings(args), progress=p)
 
     def run(x: torch.Tensor) -> torch.Tensor:
         return upscale_to(one_pass, x, target, scale=model.scale, has_alpha=False, progress=progress)

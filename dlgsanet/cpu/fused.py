@@ -1,4 +1,4 @@
-"""Fused CPU kernels (``kernels/cpu_fused.cpp``): built on first use, loaded with ctypes.
+"""Fused CPU kernels (``kernels/cpu_fused.cpp``): whether to use them, the calls, their self-check.
 
 Why compiled kernels: on a CPU the network's GEMMs run near the roof, and what is left is memory
 traffic between separate PyTorch ops. MHDLSA's per-pixel kernels are the largest tensor of the
@@ -8,12 +8,8 @@ C++ kernels make the per-pixel kernels of a few dozen pixels at a time in L1 and
 at once, and run the whole feed-forward (and SparseGSA's qkv 1x1 + depth-wise conv) three rows at
 a time with their own GEMM micro-kernel, so those intermediates never reach memory; SparseGSA's
 windowed attention reads its windows in place, and MHDLSA's 1x1 convs around the dynamic conv
-take the LayerNorm and the residual in (figures: ``docs/performance.md``).
-
-Why plain C++ through ctypes rather than a PyTorch extension: it needs no PyTorch headers and no
-build tools beyond a C++ compiler, builds in about three seconds, and a missing or failing compiler
-costs nothing but speed. The library is cached per source, compiler, flags and CPU under the
-user's cache folder, so later processes load it without compiling.
+take the LayerNorm and the residual in (figures: ``docs/performance.md``). Building, caching
+(``$DLGSANET_CACHE_DIR``) and binding are :mod:`dlgsanet.ops.native`'s job.
 
 Choice: ``DLGSANET_CPU_KERNELS=auto`` (default) uses the kernels for float32 CPU inference when
 they build, load and pass a self-check against the PyTorch ops; ``off`` never builds or uses
@@ -23,195 +19,61 @@ with the PyTorch ops, which compute the same function (within float rounding).
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import logging
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
 import threading
 import time
 from contextlib import contextmanager
-from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch.profiler import record_function
 
-from ..ops.sources import kernel_file
+from ..ops import native
+from ..ops.native import CACHE_ENV_VAR
+from ..ops.optional import OnceLog, Unavailable, env_choice
 
 ENV_VAR = "DLGSANET_CPU_KERNELS"
-CACHE_ENV_VAR = "DLGSANET_CACHE_DIR"
 CHOICES = ("auto", "off")
+#: Other spellings users write for the two choices.
+ALIASES = {"0": "off", "no": "off", "false": "off", "torch": "off", "on": "auto", "1": "auto", "yes": "auto",
+           "true": "auto"}
 SOURCE_NAME = "cpu_fused.cpp"
 ABI_VERSION = 2
-BUILD_TIMEOUT_S = 180
-BASE_FLAGS = ("-O3", "-std=c++17", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math")
+
+_p, _i, _i64, _f = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_float
+#: The library's functions: (restype, argtypes) as in ``kernels/cpu_fused.cpp``.
+SIGNATURES = {
+    "dlg_abi_version": (_i, []),
+    "dlg_openmp": (_i, []),
+    "dlg_dynamic_conv": (_i, [_p, _i, _i, _p, _i, _i, _p, _p, _p] + [_i] * 8),
+    "dlg_gdfn": (_i, [_p, _p, _p, _f] + [_p] * 7 + [_i] * 6),
+    "dlg_conv1x1_dw3x3": (_i, [_p, _p, _p, _f] + [_p] * 4 + [_i] * 6),
+    "dlg_window_attention": (_i, [_p] * 6 + [_i, _p] + [_i] * 9),
+    "dlg_mhdlsa_in": (_i, [_p, _i64, _p, _p, _f] + [_p] * 5 + [_i] * 5),
+    "dlg_mhdlsa_out": (_i, [_p] * 4 + [_i64] + [_i] * 4),
+}
 
 logger = logging.getLogger(__name__)
+_log_once = OnceLog(logger)
 _lock = threading.Lock()
-_state: dict = {}  # "lib": loaded library or None, "reason": why not, "openmp": bool
+_state: dict = {}  # "lib": loaded library or None, "reason": why not
 
 
-class CpuKernelsUnavailable(RuntimeError):
+class CpuKernelsUnavailable(Unavailable):
     """The fused CPU kernels cannot be used here; ``str(error)`` is the one-line reason."""
 
 
 def requested() -> str:
     """``auto`` or ``off`` from ``$DLGSANET_CPU_KERNELS`` (an unknown value counts as auto)."""
-    value = os.environ.get(ENV_VAR, "").strip().lower()
-    if value in ("off", "0", "no", "false", "torch"):
-        return "off"
-    if value not in ("", "auto", "on", "1", "yes", "true"):
-        _log_once(f"DLGSANet: ignoring {ENV_VAR}={os.environ.get(ENV_VAR)!r} (expected auto or off); using auto")
-    return "auto"
-
-
-_logged: set = set()
-
-
-def _log_once(message: str, level: int = logging.WARNING) -> None:
-    if message not in _logged:
-        _logged.add(message)
-        logger.log(level, message)
-
-
-def source_path() -> Path:
-    """``cpu_fused.cpp`` beside the package when installed, else the repository's ``kernels/``."""
-    try:
-        return kernel_file(SOURCE_NAME)
-    except FileNotFoundError as exc:
-        raise CpuKernelsUnavailable(str(exc)) from None
-
-
-def compiler() -> Optional[str]:
-    """The C++ compiler: ``$CXX``, else the first of c++, g++, clang++ on the PATH."""
-    names = [os.environ["CXX"]] if os.environ.get("CXX") else ["c++", "g++", "clang++"]
-    for name in names:
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
-
-
-def cache_dir() -> Path:
-    """``$DLGSANET_CACHE_DIR``, else ``$XDG_CACHE_HOME/dlgsanet``, else ``~/.cache/dlgsanet``."""
-    if os.environ.get(CACHE_ENV_VAR):
-        return Path(os.environ[CACHE_ENV_VAR]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "dlgsanet"
-
-
-def _cpu_identity() -> str:
-    """What -march=native depends on: the CPU model and feature flags where the OS says them."""
-    parts = [platform.machine(), platform.processor()]
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
-            for line in info:
-                if line.startswith(("model name", "flags", "Features", "CPU part")):
-                    parts.append(line.strip())
-                if line.strip() == "":  # the first processor says it all
-                    break
-    except OSError:
-        pass
-    return "\n".join(parts)
-
-
-def _compiler_version(cxx: str) -> str:
-    try:
-        out = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30)
-        return out.stdout.splitlines()[0] if out.stdout else ""
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
-def flag_sets() -> List[List[str]]:
-    """Flags to try, best first: native ISA and OpenMP, then without one, then without both."""
-    return [[*BASE_FLAGS, "-march=native", "-fopenmp"], [*BASE_FLAGS, "-fopenmp"],
-            [*BASE_FLAGS, "-march=native"], list(BASE_FLAGS)]
-
-
-def build(cxx: str, source: Path, folder: Path) -> Path:
-    """Compile ``source`` into ``folder`` (or reuse the cached build); the first flag set that
-    compiles wins. Writes through a temporary file and an atomic rename, so processes that
-    build at the same time never load a half-written library."""
-    text = source.read_bytes()
-    version = _compiler_version(cxx)
-    identity = _cpu_identity()
-    errors = []
-    for flags in flag_sets():
-        key = hashlib.sha256(b"\0".join([text, cxx.encode(), version.encode(), identity.encode(),
-                                         " ".join(flags).encode(), str(ABI_VERSION).encode()])).hexdigest()[:20]
-        target = folder / f"cpu_fused-{key}.so"
-        if target.is_file():
-            return target
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".cpu_fused-", suffix=".so", dir=folder)
-        os.close(fd)
-        try:
-            result = subprocess.run([cxx, *flags, "-o", tmp, str(source)], capture_output=True, text=True,
-                                    timeout=BUILD_TIMEOUT_S)
-            if result.returncode == 0:
-                os.replace(tmp, target)
-                return target
-            lines = result.stderr.strip().splitlines() or ["?"]
-            errors.append(f"{' '.join(flags)}: {next((l for l in lines if 'error' in l), lines[-1]).strip()}")
-        except (OSError, subprocess.SubprocessError) as exc:
-            errors.append(f"{' '.join(flags)}: {exc}")
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    raise CpuKernelsUnavailable(f"{Path(cxx).name} could not build {source.name} ({'; '.join(errors)[:300]})")
-
-
-def _bind(path: Path) -> ctypes.CDLL:
-    lib = ctypes.CDLL(str(path))
-    p, i, i64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64
-    lib.dlg_abi_version.restype = i
-    lib.dlg_openmp.restype = i
-    lib.dlg_dynamic_conv.restype = i
-    lib.dlg_dynamic_conv.argtypes = [p, i, i, p, i, i, p, p, p] + [i] * 8
-    lib.dlg_gdfn.restype = i
-    f = ctypes.c_float
-    lib.dlg_gdfn.argtypes = [p, p, p, f] + [p] * 7 + [i] * 6
-    lib.dlg_conv1x1_dw3x3.restype = i
-    lib.dlg_conv1x1_dw3x3.argtypes = [p, p, p, f] + [p] * 4 + [i] * 6
-    lib.dlg_window_attention.restype = i
-    lib.dlg_window_attention.argtypes = [p] * 6 + [i, p] + [i] * 9
-    lib.dlg_mhdlsa_in.restype = i
-    lib.dlg_mhdlsa_in.argtypes = [p, i64, p, p, f] + [p] * 5 + [i] * 5
-    lib.dlg_mhdlsa_out.restype = i
-    lib.dlg_mhdlsa_out.argtypes = [p] * 4 + [i64] + [i] * 4
-    if lib.dlg_abi_version() != ABI_VERSION:
-        raise CpuKernelsUnavailable(f"{path.name} has ABI {lib.dlg_abi_version()}, expected {ABI_VERSION}")
-    return lib
+    return env_choice(ENV_VAR, CHOICES, _log_once, ALIASES)
 
 
 def _load() -> ctypes.CDLL:
-    if os.name != "posix":
-        raise CpuKernelsUnavailable(f"not built on {platform.system()} (GCC/clang vector extensions needed)")
-    cxx = compiler()
-    if cxx is None:
-        raise CpuKernelsUnavailable("no C++ compiler found (set CXX, or install g++ or clang++)")
-    source = source_path()
     start = time.perf_counter()
-    folders = [cache_dir(), Path(tempfile.gettempdir()) / f"dlgsanet-{os.getuid()}"]
-    last: Optional[Exception] = None
-    for folder in folders:
-        try:
-            path = build(cxx, source, folder)
-            break
-        except OSError as exc:  # cache folder not writable: try the next one
-            last = exc
-    else:
-        raise CpuKernelsUnavailable(f"no writable cache folder for the kernels ({last})")
-    try:
-        lib = _bind(path)
-    except OSError:  # a damaged cached file: build it again, once
-        path.unlink(missing_ok=True)
-        lib = _bind(build(cxx, source, path.parent))
+    lib, path = native.load(SOURCE_NAME, SIGNATURES, ABI_VERSION)
+    if lib.dlg_abi_version() != ABI_VERSION:
+        raise CpuKernelsUnavailable(f"{path.name} has ABI {lib.dlg_abi_version()}, expected {ABI_VERSION}")
     _self_check(lib)
     logger.info("DLGSANet: fused CPU kernels ready (%s, OpenMP %s) in %.1f s", path.name,
                 "on" if lib.dlg_openmp() else "off", time.perf_counter() - start)
@@ -224,7 +86,7 @@ def library() -> ctypes.CDLL:
         if "lib" not in _state:
             try:
                 _state["lib"] = _load()
-            except CpuKernelsUnavailable as exc:
+            except Unavailable as exc:
                 _state["lib"], _state["reason"] = None, str(exc)
             except Exception as exc:  # noqa: BLE001 - never let an accelerator break inference
                 _state["lib"], _state["reason"] = None, f"{type(exc).__name__}: {exc}"
@@ -237,7 +99,7 @@ def reset() -> None:
     """Forget the loaded library and logged reasons (tests; a host after installing a compiler)."""
     with _lock:
         _state.clear()
-        _logged.clear()
+        _log_once.reset()
 
 
 #: The kernels, by the name the network asks for them with.
@@ -519,7 +381,7 @@ def _self_check(lib: ctypes.CDLL) -> None:
     hyper = torch.randn(1, 4, 6, 70, generator=gen)
     wk, bk = torch.randn(50, 4, generator=gen), torch.randn(50, generator=gen)
     kernels = (torch.einsum("tr,brp->btp", wk, hyper.view(1, 4, -1)) + bk.view(1, -1, 1)).view(1, 2, 5, 5, 6, 70)
-    from ..ops.dynamic_dwconv_torch import dynamic_dwconv_torch
+    from ..ops.dynamic_dwconv.torch_backend import dynamic_dwconv_torch
     expect = dynamic_dwconv_torch(planes, kernels)
     got = torch.empty(1, 6, 6, 70)
     statuses.append(lib.dlg_dynamic_conv(planes.data_ptr(), 6, 0, hyper.data_ptr(), 6, 0, wk.data_ptr(),
@@ -531,5 +393,4 @@ def _self_check(lib: ctypes.CDLL) -> None:
 
 
 __all__ = ["CpuKernelsUnavailable", "usable", "withheld", "KERNELS", "library", "reset", "dynamic_conv", "gdfn",
-           "conv1x1_dw3x3", "window_attention", "mhdlsa_in", "mhdlsa_out",
-           "requested", "compiler", "cache_dir", "build", "source_path", "flag_sets", "ENV_VAR"]
+           "conv1x1_dw3x3", "window_attention", "mhdlsa_in", "mhdlsa_out", "requested", "ENV_VAR", "CACHE_ENV_VAR"]

@@ -3,7 +3,8 @@ started as a user does, on the CPU (``--always-cpu``).
 
 Needs a webui prepared as ``shared/reference/real_hosts.md`` section 3 says at
 ``$DLGSANET_FORGE_DIR``; skipped without it. The checks are in ``real_webui_checks.py``; Forge's
-``GET /sdapi/v1/options`` shows our settings only thanks to ``_extend_api_options_model``.
+``GET /sdapi/v1/options`` shows our settings only thanks to
+``dlgsanet_webui.settings.extend_api_options_model``.
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ whole image, matching the statistics seen on training patches. The official code
 windows in Python, pastes them back one by one, and only allows batch 1. Here the layout is
 computed once per image size as a flat pixel index (cached), and the windows of every image of
 a batch are gathered with one ``index_select`` of whole channels-last pixel rows and summed back
-with one ``index_add_`` (CPU inference does this in chunks of whole windows, to bound memory);
+with one ``index_add_`` (CPU inference does this in chunks of whole windows, ``dlgsanet.cpu``);
 each pixel is then divided by the number of windows that cover it, as the official count map
 does. Every image gets exactly the windows it gets alone.
 """
@@ -27,7 +27,7 @@ _FRAME: ContextVar[Optional[tuple[int, int, int, int]]] = ContextVar("dlgsanet_t
 @contextmanager
 def tlc_frame(top: int, left: int, height: int, width: int) -> Iterator[None]:
     """Lay TLC windows out as for the whole ``height x width`` image while the network runs on
-    a tile of it whose first pixel is (``top``, ``left``) (tiled inference, ``inference.py``).
+    a tile of it whose first pixel is (``top``, ``left``) (tiled inference, ``tiling/engine.py``).
 
     A tile run as an image of its own gets a window layout that depends on its size. In a frame
     it gets the whole image's windows instead, so away from its edges it attends exactly as the
@@ -137,12 +137,3 @@ def needs_windows(height: int, width: int, window: int) -> bool:
     """False when TLC is off or one window covers the whole map (then it IS the whole map)."""
     return bool(window) and (height > window or width > window)
 
-
-def window_rectangles(height: int, width: int, window: int,
-                      device: torch.device) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, int]]:
-    """The TLC windows as row starts, column starts and their (height, width), the form the fused
-    CPU kernel takes: one window over the whole map when TLC does not split it."""
-    if not needs_windows(height, width, window):
-        return (0,), (0,), (height, width)
-    plan = window_plan(height, width, window, device)
-    return plan.row_starts, plan.col_starts, (plan.window_h, plan.window_w)

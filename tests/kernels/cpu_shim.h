@@ -13,7 +13,7 @@
 #define DLGSANET_CPU_SHIM_H
 
 #ifdef __CUDACC__
-#error "kernels/cpu_shim.h is for host C++ compilers only"
+#error "tests/kernels/cpu_shim.h is for host C++ compilers only"
 #endif
 
 #include <math.h>

@@ -17,22 +17,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Iterator, Optional
+from typing import Iterator
 
 import torch
 
-from .errors import TileSettingsError
-
-#: Default tile side in input pixels when tiling (chosen from measurement, see docs/tiling.md).
-DEFAULT_TILE_SIZE = 256
-#: Default overlap between neighbouring tiles in input pixels (chosen from measurement).
-DEFAULT_OVERLAP = 32
-#: Smallest tile side the engine will go down to (explicitly or after out-of-memory retries).
-MIN_TILE_SIZE = 96
-#: Fraction of each overlap over which the weights ramp (centred in the overlap). The rest of
-#: the overlap is given entirely to the tile whose edge is farther away, whose output there is
-#: more accurate.
-DEFAULT_RAMP = 0.5
+from ..errors import TileSettingsError
+from .settings import DEFAULT_RAMP, is_whole
 
 
 def axis_starts(size: int, tile: int, overlap: int) -> tuple[int, ...]:
@@ -106,32 +96,9 @@ class TilePlan:
                 yield y0, y1, x0, x1
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def check_settings(*, overlap: int, tile_size: Optional[int] = None, min_tile_size: int = 1,
-                   ramp: float = DEFAULT_RAMP) -> None:
-    """Raise :class:`TileSettingsError` for settings that cannot tile anything."""
-    if not _is_int(min_tile_size) or min_tile_size < 1:
-        raise TileSettingsError(f"min_tile_size must be an integer >= 1, got {min_tile_size!r}")
-    if not _is_int(overlap) or overlap < 0:
-        raise TileSettingsError(f"overlap must be an integer >= 0, got {overlap!r}")
-    if overlap >= min_tile_size and tile_size is None:
-        raise TileSettingsError(f"overlap ({overlap}) must be smaller than min_tile_size ({min_tile_size})")
-    if tile_size is not None:
-        if not _is_int(tile_size) or tile_size < min_tile_size:
-            raise TileSettingsError(f"tile_size must be an integer >= {min_tile_size} "
-                                    f"(min_tile_size), got {tile_size!r}")
-        if overlap >= tile_size:
-            raise TileSettingsError(f"overlap ({overlap}) must be smaller than tile_size ({tile_size})")
-    if not isinstance(ramp, (int, float)) or not 0 < ramp <= 1:
-        raise TileSettingsError(f"ramp must be in (0, 1], got {ramp!r}")
-
-
 def plan_tiles(height: int, width: int, tile_size: int, overlap: int) -> TilePlan:
     """The tile grid for an image: a single tile when the image fits in one."""
-    if not _is_int(tile_size) or tile_size < 1 or not _is_int(overlap) or overlap < 0:
+    if not is_whole(tile_size) or tile_size < 1 or not is_whole(overlap) or overlap < 0:
         raise TileSettingsError(f"bad tile size {tile_size!r} or overlap {overlap!r}")
     return TilePlan(plan_axis(height, tile_size, overlap), plan_axis(width, tile_size, overlap))
 
@@ -192,7 +159,7 @@ def mirror_index(size: int, start: int, stop: int) -> torch.Tensor:
 
     Why not ``torch.nn.functional.pad``'s "reflect" (``dcb|abcd|cba``): it needs the pad to be
     smaller than the image, and on photographs it puts a mirrored ridge at every border that
-    the network sharpens into an artefact (border bands 1 dB worse, docs/tiling.md).
+    the network sharpens into an artefact (figures in docs/tiling.md, "Image borders").
     """
     if size < 1:
         raise TileSettingsError(f"cannot mirror an axis of {size} pixels")

@@ -3,9 +3,9 @@
 // Build: g++ -std=c++17 -O2 -shared -fPIC dynamic_dwconv_cpu.cpp -o libdwconv_cpu.so
 // Loaded with ctypes by tests/kernels_helpers.py; the kernels run through cpu_shim.h's
 // block/thread loop with whatever launch shape the caller passes, so tests can use both the
-// production launch configuration (dlgsanet/ops/cupy_backend.launch_config) and odd ones.
+// production launch configuration (dlgsanet/ops/dynamic_dwconv/cupy_backend.launch_config) and odd ones.
 #include "cpu_shim.h"
-#include "dynamic_dwconv.cu"
+#include "../../kernels/dynamic_dwconv.cu"  // the shipped source, unchanged
 
 namespace {
 

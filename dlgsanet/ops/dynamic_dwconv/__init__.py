@@ -4,7 +4,7 @@ Backends:
 
 - ``cupy``: the CUDA kernels of ``kernels/dynamic_dwconv.cu``, compiled with NVRTC through cupy
   (``cupy_backend.py``). Used for CUDA tensors when cupy imports and the kernels compile.
-- ``torch``: pure PyTorch (``dynamic_dwconv_torch.py``), every device; the reference.
+- ``torch``: pure PyTorch (``torch_backend.py``), every device; the reference.
 
 The choice: the ``backend`` argument, else the ``DLGSANET_BACKEND`` environment variable, else
 ``auto``. ``auto`` takes cupy where it can run and PyTorch otherwise; ``cupy`` insists on trying
@@ -15,22 +15,20 @@ requested cupy, is logged once per reason, in one line, so a slow run explains i
 from __future__ import annotations
 
 import logging
-import os
-import threading
-from typing import Optional, Set, Tuple
+from typing import Optional, Tuple
 
 import torch
 
-from ..errors import DLGSANetError
+from ...errors import DLGSANetError
+from ..optional import OnceLog, env_choice
 from . import cupy_backend
-from .dynamic_dwconv_torch import dynamic_dwconv_torch
+from .torch_backend import dynamic_dwconv_torch
 
 ENV_VAR = "DLGSANET_BACKEND"
 BACKENDS = ("auto", "cupy", "torch")
 
 logger = logging.getLogger(__name__)
-_logged: Set[str] = set()
-_log_lock = threading.Lock()
+_log_once = OnceLog(logger)
 
 
 class BackendChoiceError(DLGSANetError, ValueError):
@@ -48,18 +46,9 @@ def _check(x: torch.Tensor, kernels: torch.Tensor) -> None:
                          f"{tuple(kernels.shape)} (need same N, H, W; odd square K; C divisible by G)")
 
 
-def _log_once(message: str) -> None:
-    with _log_lock:
-        if message in _logged:
-            return
-        _logged.add(message)
-    logger.warning(message)
-
-
 def reset_fallback_log() -> None:
     """Forget which fallbacks were already logged (for tests and long-lived hosts after a fix)."""
-    with _log_lock:
-        _logged.clear()
+    _log_once.reset()
 
 
 def requested_backend(backend: Optional[str] = None) -> str:
@@ -74,14 +63,7 @@ def requested_backend(backend: Optional[str] = None) -> str:
             raise BackendChoiceError(f"unknown dynamic_dwconv backend {backend!r}; "
                                      f"choose one of {', '.join(BACKENDS)}")
         return name
-    env = os.environ.get(ENV_VAR, "").strip().lower()
-    if not env:
-        return "auto"
-    if env not in BACKENDS:
-        _log_once(f"DLGSANet: ignoring {ENV_VAR}={os.environ.get(ENV_VAR)!r} "
-                  f"(expected one of {', '.join(BACKENDS)}); using auto")
-        return "auto"
-    return env
+    return env_choice(ENV_VAR, BACKENDS, _log_once)
 
 
 def select_backend(x: torch.Tensor, kernels: torch.Tensor,
@@ -102,7 +84,7 @@ def select_backend(x: torch.Tensor, kernels: torch.Tensor,
 
 
 def dynamic_dwconv(x: torch.Tensor, kernels: torch.Tensor, *, backend: Optional[str] = None) -> torch.Tensor:
-    """Per-pixel depth-wise convolution with zero padding K // 2 (see ``dynamic_dwconv_torch``).
+    """Per-pixel depth-wise convolution with zero padding K // 2 (see ``torch_backend``).
 
     ``backend``: ``"auto"`` (default, or ``$DLGSANET_BACKEND``), ``"cupy"`` or ``"torch"``.
     """

@@ -6,18 +6,33 @@ Module and parameter names follow the official implementation ("sparseedge" bloc
 Between the first and the last convolution, feature maps are channels-last ``[B, H, W, C]``
 (see ``layers.py`` for why); ``DLGSANet.forward`` takes and returns ordinary NCHW images.
 The inner modules (groups, blocks) therefore take channels-last maps.
+
+CPU inference (no autograd) is handed, whole, to the pass that ``dlgsanet.cpu`` registers with
+:func:`use_inference_pass`: the same function, band by band of rows with fused kernels.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
 
 from .config import RGB_MEAN, DLGSANetConfig, preset_name
-from .layers import Workspace, cpu_inference, inplace_ok, spatial
+from .layers import inplace_ok, spatial
 from .mhdlsa import MHDLSABlock
 from .sparse_gsa import SparseGSA, SparseGSABlock
+
+#: ``(model, x) -> output``, or None where it does not apply (see :func:`use_inference_pass`).
+InferencePass = Callable[["DLGSANet", torch.Tensor], Optional[torch.Tensor]]
+_inference_pass: Optional[InferencePass] = None
+
+
+def use_inference_pass(run: Optional[InferencePass]) -> None:
+    """Hand whole forward passes to ``run`` first (None: none). ``run`` must compute
+    ``DLGSANet.forward``'s function; it answers None for the passes it does not take. The model
+    never imports its speed paths: ``dlgsanet.cpu`` registers itself here when it is imported."""
+    global _inference_pass
+    _inference_pass = run
 
 
 class OverlapPatchEmbed(nn.Module):
@@ -48,10 +63,14 @@ class ResidualGroup(nn.Module):
         body.append(nn.Conv2d(c.dim, c.dim, 3, padding=1))
         self.body = nn.Sequential(*body)
 
-    def forward(self, x: torch.Tensor, workspace: Optional[Workspace] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = x
         for block in self.body[:-1]:
-            y = block(y, workspace)
+            y = block(y)
+        return self.close(y, x)
+
+    def close(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The group's last conv on the blocks' output ``y``, plus the group's input ``x``."""
         y = spatial(y, self.body[-1])
         return y.add_(x) if inplace_ok(y) else y + x
 
@@ -87,26 +106,32 @@ class DLGSANet(nn.Module):
         self.config = self.config.with_(tlc_window=tlc_window or 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[0] > 1 and cpu_inference(x, self):
-            # CPU inference gains nothing from batching (every op already has a whole image of
-            # work), and image by image every image gets exactly the bits it gets alone, whatever
-            # GEMM kernels the batch size would have selected.
-            return torch.cat([self._forward(image) for image in x.split(1)])
-        return self._forward(x)
-
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = self.mean.to(dtype=x.dtype)
-        shifted = (x - mean).contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1)
-        feat = spatial(shifted, self.overlap_embed[0].proj)                   # [B, H, W, C]
-        # CPU inference: the blocks write their outputs into buffers allocated once per pass.
-        workspace = Workspace() if cpu_inference(feat, self) else None
+        if _inference_pass is not None:
+            out = _inference_pass(self, x)
+            if out is not None:
+                return out
+        feat = self.embed(x)
         deep = feat
-        for group in self.deep_feature_extraction[:-1]:
-            deep = group(deep, workspace)
+        for group in self.groups():
+            deep = group(deep)
+        return self.reconstruct(deep, feat)
+
+    def groups(self) -> nn.Sequential:
+        """The residual groups of the deep feature extraction (without its last conv)."""
+        return self.deep_feature_extraction[:-1]
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Shallow features: mean shift and the 3x3 embedding, NCHW in, channels-last out."""
+        shifted = (x - self.mean.to(dtype=x.dtype)).contiguous(memory_format=torch.channels_last)
+        return spatial(shifted.permute(0, 2, 3, 1), self.overlap_embed[0].proj)     # [B, H, W, C]
+
+    def reconstruct(self, deep: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
+        """The body's last conv plus the shallow features ``feat``, then upsampling and the mean
+        back: channels-last in, NCHW out."""
         deep = spatial(deep, self.deep_feature_extraction[-1])
         deep = deep.add_(feat) if inplace_ok(deep) else deep + feat
         up = spatial(deep, self.upsample[0]).permute(0, 3, 1, 2)              # channels_last NCHW
-        out = self.upsample[1](up) + mean
+        out = self.upsample[1](up) + self.mean.to(dtype=up.dtype)
         return out.contiguous()
 
     def extra_repr(self) -> str:

@@ -1,4 +1,5 @@
-"""Automatic tile size from the memory that is free on the compute device.
+"""Tile-size policy, in one place: the automatic tile size from the memory that is free on the
+compute device, the halving after an out-of-memory error, and what counts as one.
 
 Why an estimate rather than trial and error: an out-of-memory error on CUDA is recoverable
 (the engine halves the tile and retries), but on the CPU the operating system usually kills
@@ -14,9 +15,14 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Optional
+from typing import Callable, Optional, Sequence, Union
 
 import torch
+
+from .settings import TileSettings
+
+#: What a host passes as ``oom_types``: exception classes, or predicates on the exception.
+OomHint = Union[type, Callable[[BaseException], bool]]
 
 #: Share of the free memory a tile may use. CUDA memory is ours to take (other tenants are
 #: protected by the retry); RAM is shared with the whole desktop, so take less.
@@ -25,8 +31,8 @@ CPU_FRACTION = 0.5
 #: Kept free on top of the fraction: CUDA context, cuDNN/cuBLAS workspaces, allocator slack.
 CUDA_RESERVE = 384 * 2**20
 CPU_RESERVE = 1024 * 2**20
-#: Measured peak / counted live channels on the CPU (allocator caching, oneDNN layout copies):
-#: Tiny x4 measured 4.0-5.3 KB per input pixel (64^2..256^2) against 3.0 KB counted.
+#: Measured peak / counted live channels on the CPU (allocator caching, oneDNN layout copies;
+#: figures in docs/tiling.md, "Peak memory").
 ALLOCATOR_OVERHEAD = 1.8
 #: Margin on top of the measured figure.
 SAFETY = 1.25
@@ -142,3 +148,53 @@ def auto_tile_size(model: torch.nn.Module, height: int, width: int, *, device: t
     if height * width * per_pixel <= budget:
         return None
     return largest_tile(budget, per_pixel)
+
+
+def first_tile_size(tiles: TileSettings, model: torch.nn.Module, height: int, width: int, *,
+                    device: torch.device, dtype: torch.dtype, reserved: int = 0) -> int:
+    """The tile side to start an image of ``height`` x ``width`` (padded) input pixels with: the
+    asked ``tiles.tile_size``, else the automatic size (the whole image when it fits), never
+    below the smallest tile or at most the overlap."""
+    if tiles.tile_size is not None:
+        return tiles.tile_size
+    auto = auto_tile_size(model, height, width, device=device, dtype=dtype, budget=tiles.memory_budget,
+                          reserved=reserved)
+    return max(height, width) if auto is None else max(auto, tiles.min_tile_size, tiles.overlap + 1)
+
+
+def halved_tile_size(failed: int, tiles: TileSettings) -> Optional[int]:
+    """The tile side to retry with after ``failed`` px tiles ran out of memory (kept a multiple
+    of 8 from 16 on), or None when that would go below ``tiles``' smallest tile or overlap."""
+    new = failed // 2
+    new -= new % TILE_MULTIPLE if new >= 2 * TILE_MULTIPLE else 0
+    if new < tiles.min_tile_size or new <= tiles.overlap:
+        return None
+    return new
+
+
+def is_out_of_memory(exc: BaseException, oom_types: Sequence[OomHint] = ()) -> bool:
+    """True for an accelerator out-of-memory error (CUDA, ROCm, MPS, XPU), or what a host says is
+    one: ``oom_types`` holds exception classes and/or predicates (ComfyUI's ``is_oom``)."""
+    types = tuple(hint for hint in oom_types if isinstance(hint, type))
+    if isinstance(exc, (torch.OutOfMemoryError, *types)):
+        return True
+    # MPS and some torch builds raise a plain RuntimeError whose text says so.
+    if type(exc) in (RuntimeError, getattr(torch, "AcceleratorError", RuntimeError)) and \
+            "out of memory" in str(exc).lower():
+        return True
+    return any(hint(exc) for hint in oom_types if not isinstance(hint, type))
+
+def whole_pass_bytes(model: torch.nn.Module, height: int, width: int, pad: int,
+                     dtype: torch.dtype) -> int:
+    """Working memory of one image run untiled in a batch: the padded input's activations plus
+    its float32 output."""
+    s = model.scale
+    return (height + 2 * pad) * (width + 2 * pad) * bytes_per_pixel(model, dtype) + 4 * 3 * height * width * s * s
+
+
+def whole_batch_fits(model: torch.nn.Module, batch: int, height: int, width: int, pad: int, *,
+                     device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether ``batch`` images go through one untiled forward pass within the memory budget
+    (unknown free memory: yes, as the host would do without us)."""
+    budget = memory_budget(device)
+    return budget is None or batch * whole_pass_bytes(model, height, width, pad, dtype) <= budget

@@ -4,7 +4,7 @@ Why cupy: it compiles CUDA C++ at run time with NVRTC, so users need no nvcc and
 the official DLGSANet code relies on it too. Everything here is lazy and defensive: importing
 this module never imports cupy, and every way cupy can be missing or broken surfaces as
 :class:`CupyUnavailable` with a one-line reason, which the dispatcher turns into a fallback to
-the PyTorch path (see ``dynamic_dwconv.py``).
+the PyTorch path (see the dispatcher, ``__init__.py``).
 
 Kernels are compiled once per (device, storage dtype, kernel size) and cached in memory (cupy
 also keeps compiled binaries on disk, so a later process skips NVRTC). They are launched on
@@ -28,7 +28,8 @@ from typing import Any, Dict, NamedTuple, Optional, Tuple, Union
 
 import torch
 
-from .sources import kernel_file
+from ..native import kernel_file
+from ..optional import Unavailable
 
 SOURCE_NAME = "dynamic_dwconv.cu"
 BLOCK_THREADS = 256  # must match DWC_BLOCK_THREADS in the .cu (its __launch_bounds__)
@@ -46,7 +47,7 @@ STORAGE_TYPES: Dict[torch.dtype, str] = {
 KERNEL_NAMES = ("dwconv_forward", "dwconv_grad_input", "dwconv_grad_kernels")
 
 
-class CupyUnavailable(RuntimeError):
+class CupyUnavailable(Unavailable):
     """The cupy backend cannot run here; ``str(error)`` is the reason, fit for one log line."""
 
 
