@@ -246,7 +246,10 @@ def train(options: TrainOptions, *, resume: bool = False, stop_after: Optional[i
             raise DLGSANetError(f"nothing to resume: {state_path} not found")
         state = load_state(state_path)
         saved = TrainOptions(**json.loads(state["options"]))
-        saved.device, saved.threads = options.device, options.threads
+        # where things are is not part of the recipe: a run committed to a repository resumes
+        # on another machine, from wherever its folder and the data are now
+        saved.device, saved.threads, saved.out_dir = options.device, options.threads, options.out_dir
+        saved.train_dirs, saved.val_dir = options.train_dirs, options.val_dir or saved.val_dir
         log(f"resume: continuing the saved run ({saved.iterations} iterations, milestones "
             f"{saved.milestones}, data {', '.join(saved.train_dirs)}); other recipe options given "
             f"now are ignored")

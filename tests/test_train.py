@@ -186,3 +186,18 @@ def test_resume_can_go_on_with_larger_patches(tmp_path: Path) -> None:
     saved = json.loads(state["options"])
     assert state["iteration"] == 4 and saved["patch_size"] == 24 and saved["batch_size"] == 2
     assert json.loads((Path(run.out_dir) / "options.json").read_text())["patch_size"] == 24
+
+
+def test_a_run_resumes_from_another_folder_with_its_data_elsewhere(tmp_path: Path) -> None:
+    import shutil
+
+    run = _options(tmp_path, "first", iterations=4, val_dir=None)
+    train(run, stop_after=2, progress=False, log=lambda _m: None)
+    moved, data = tmp_path / "repo" / "run", tmp_path / "elsewhere" / "data"
+    shutil.copytree(run.out_dir, moved)
+    shutil.copytree(run.train_dirs[0], data)
+    shutil.rmtree(run.train_dirs[0])  # the folders the run was started with are gone
+    rc = cli_main(["train", "--data", str(data), "--out", str(moved), "--resume", "--no-progress", "--threads", "1"])
+    assert rc == 0
+    assert load_state(moved / "training_state.pt")["iteration"] == 4
+    assert json.loads((moved / "options.json").read_text())["train_dirs"] == [str(data)]
