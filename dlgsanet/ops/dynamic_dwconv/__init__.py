@@ -4,13 +4,17 @@ Backends:
 
 - ``cupy``: the CUDA kernels of ``kernels/dynamic_dwconv.cu``, compiled with NVRTC through cupy
   (``cupy_backend.py``). Used for CUDA tensors when cupy imports and the kernels compile.
+- ``cpu``: C++ forward and backward (``kernels/cpu_train.cpp``, ``cpu_backend.py``) for CPU
+  training: float32/float64 CPU tensors under autograd, unless ``$DLGSANET_TRAIN_KERNELS`` is
+  ``off``. Inference on the CPU (no graph) keeps the PyTorch path and its exact bits.
 - ``torch``: pure PyTorch (``torch_backend.py``), every device; the reference.
 
 The choice: the ``backend`` argument, else the ``DLGSANET_BACKEND`` environment variable, else
-``auto``. ``auto`` takes cupy where it can run and PyTorch otherwise; ``cupy`` insists on trying
-cupy but still falls back (inference must not die because an optional accelerator is missing);
-``torch`` never touches cupy. Every fallback away from cupy on a CUDA tensor, or away from a
-requested cupy, is logged once per reason, in one line, so a slow run explains itself.
+``auto``. ``auto`` takes cupy where it can run, the C++ kernels in CPU training, and PyTorch
+otherwise; ``cupy`` insists on trying cupy but still falls back (inference must not die because
+an optional accelerator is missing); ``torch`` never touches cupy or the C++ kernels. Every
+fallback away from cupy on a CUDA tensor, away from a requested cupy, or away from the C++
+kernels in CPU training, is logged once per reason, in one line, so a slow run explains itself.
 """
 from __future__ import annotations
 
@@ -20,8 +24,10 @@ from typing import Optional, Tuple
 import torch
 
 from ...errors import DLGSANetError
+from ..cpu_training import applies as cpu_training_applies
 from ..optional import OnceLog, env_choice
-from . import cupy_backend
+from . import cpu_backend, cupy_backend
+from .cpu_backend import dynamic_dwconv_cpu
 from .torch_backend import dynamic_dwconv_torch
 
 ENV_VAR = "DLGSANET_BACKEND"
@@ -70,11 +76,14 @@ def select_backend(x: torch.Tensor, kernels: torch.Tensor,
                    backend: Optional[str] = None) -> Tuple[str, Optional[str]]:
     """(backend that will run, reason cupy was passed over or None when nothing worth a log line).
 
-    May compile the CUDA kernels (once per device, dtype and kernel size).
+    May compile the CUDA kernels (once per device, dtype and kernel size), or the C++ ones (once).
     """
     requested = requested_backend(backend)
     if requested == "torch":
         return "torch", None
+    if requested == "auto" and x.device.type == "cpu" and cpu_training_applies(x, kernels):
+        reason = cpu_backend.unavailable_reason(x, kernels)
+        return ("torch", f"{reason} (CPU training)") if reason else ("cpu", None)
     if x.device.type != "cuda":
         # auto on a CPU/MPS tensor is the normal path, not a fallback: say nothing.
         return "torch", (f"backend cupy requested, but the tensors are on {x.device.type}; "
@@ -86,7 +95,8 @@ def select_backend(x: torch.Tensor, kernels: torch.Tensor,
 def dynamic_dwconv(x: torch.Tensor, kernels: torch.Tensor, *, backend: Optional[str] = None) -> torch.Tensor:
     """Per-pixel depth-wise convolution with zero padding K // 2 (see ``torch_backend``).
 
-    ``backend``: ``"auto"`` (default, or ``$DLGSANET_BACKEND``), ``"cupy"`` or ``"torch"``.
+    ``backend``: ``"auto"`` (default, or ``$DLGSANET_BACKEND``), ``"cupy"`` or ``"torch"``; the C++
+    CPU kernels are an ``auto`` choice only (see the module's docstring).
     """
     _check(x, kernels)
     chosen, reason = select_backend(x, kernels, backend)
@@ -94,4 +104,6 @@ def dynamic_dwconv(x: torch.Tensor, kernels: torch.Tensor, *, backend: Optional[
         _log_once(f"DLGSANet: dynamic conv uses the PyTorch path: {reason}")
     if chosen == "cupy":
         return cupy_backend.dynamic_dwconv_cupy(x, kernels)
+    if chosen == "cpu":
+        return dynamic_dwconv_cpu(x, kernels)
     return dynamic_dwconv_torch(x, kernels)
