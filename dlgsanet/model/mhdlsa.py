@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from .layers import GDFN, ChannelLayerNorm, matrix
-from ..ops import cpu_training, dynamic_dwconv
+from ..ops import dynamic_dwconv, hyper_convs
 
 
 class DynamicDWConv(nn.Module):
@@ -48,32 +48,12 @@ class DynamicDWConv(nn.Module):
         return self.from_reduced(t.view(n, -1, h, w))
 
     def from_reduced(self, t: torch.Tensor) -> torch.Tensor:
-        """The hyper-network after its first 1x1 conv (``t``: that conv's output, NCHW).
-
-        In CPU training the depth-wise conv runs on a channels-last copy: oneDNN's NCHW depth-wise
-        backward is the slow one there (figures in docs/performance.md). The result is NCHW-shaped
-        either way; the GEMM after it reads it in any layout.
-        """
-        conv = self.conv1[1]
-        if cpu_training.applies(t, conv.weight):
-            return conv(t.contiguous(memory_format=torch.channels_last))
-        return conv(t)
+        """The hyper-network after its first 1x1 conv (``t``: that conv's output, NCHW)."""
+        return hyper_convs.depthwise(t, self.conv1[1])
 
     def per_pixel_kernels(self, hidden: torch.Tensor) -> torch.Tensor:
-        """The hyper-network's last 1x1 conv, ``[N, C/4, H, W] -> [N, K*K*G, H, W]``.
-
-        In CPU training (see :mod:`dlgsanet.ops.cpu_training`) one batched GEMM: oneDNN's NCHW
-        convolution from so few input channels, and above all its backward, are slow there
-        (figures in docs/performance.md). Everywhere else, and in inference, the convolution.
-        """
-        conv = self.conv2[0]
-        if not cpu_training.applies(hidden, conv.weight):
-            return self.conv2(hidden)
-        n, r, h, w = hidden.shape
-        weight = matrix(conv).expand(n, -1, -1)
-        flat = hidden.reshape(n, r, h * w)
-        out = torch.bmm(weight, flat) if conv.bias is None else torch.baddbmm(conv.bias.view(1, -1, 1), weight, flat)
-        return out.view(n, -1, h, w)
+        """The hyper-network's last 1x1 conv, ``[N, C/4, H, W] -> [N, K*K*G, H, W]``."""
+        return hyper_convs.pointwise(hidden, self.conv2[0])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape
