@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import threading
 import time
 from contextlib import contextmanager
 from typing import Iterator, Optional, Sequence, Tuple
@@ -56,8 +55,6 @@ SIGNATURES = {
 
 logger = logging.getLogger(__name__)
 _log_once = OnceLog(logger)
-_lock = threading.Lock()
-_state: dict = {}  # "lib": loaded library or None, "reason": why not
 
 
 class CpuKernelsUnavailable(Unavailable):
@@ -80,26 +77,18 @@ def _load() -> ctypes.CDLL:
     return lib
 
 
+_library = native.LoadedOnce(_load, CpuKernelsUnavailable)
+
+
 def library() -> ctypes.CDLL:
     """The loaded kernels (built and self-checked on first call); raises CpuKernelsUnavailable."""
-    with _lock:
-        if "lib" not in _state:
-            try:
-                _state["lib"] = _load()
-            except Unavailable as exc:
-                _state["lib"], _state["reason"] = None, str(exc)
-            except Exception as exc:  # noqa: BLE001 - never let an accelerator break inference
-                _state["lib"], _state["reason"] = None, f"{type(exc).__name__}: {exc}"
-        if _state["lib"] is None:
-            raise CpuKernelsUnavailable(_state["reason"])
-        return _state["lib"]
+    return _library.get()
 
 
 def reset() -> None:
     """Forget the loaded library and logged reasons (tests; a host after installing a compiler)."""
-    with _lock:
-        _state.clear()
-        _log_once.reset()
+    _library.reset()
+    _log_once.reset()
 
 
 #: The kernels, by the name the network asks for them with.

@@ -22,8 +22,9 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
-from typing import List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, List, Mapping, Optional, Sequence, Tuple, Type
 
 from .optional import Unavailable
 
@@ -168,3 +169,41 @@ def load(source_name: str, signatures: Signatures, abi_version: int) -> Tuple[ct
         path.unlink(missing_ok=True)
         path = build(cxx, source, path.parent, abi_version)
         return bind(path, signatures), path
+
+
+class LoadedOnce:
+    """A native library built, loaded and checked on first use, or the one-line reason it cannot be.
+
+    Why one holder for every optional library: a failed build is slow, so it is tried once per
+    process (until :meth:`reset`); the answer must be the same from any thread; and no failure
+    may break the work the library only speeds up, so every exception becomes ``unavailable``.
+    """
+
+    def __init__(self, load: Callable[[], ctypes.CDLL], unavailable: Type[Unavailable]) -> None:
+        self._load, self._unavailable = load, unavailable
+        self._lock = threading.RLock()  # a self-check may call the kernels through get() while loading
+        self._lib: Optional[ctypes.CDLL] = None
+        self._reason: Optional[str] = None
+
+    def get(self) -> ctypes.CDLL:
+        """The library; raises ``unavailable`` with the reason when it cannot be had."""
+        with self._lock:
+            if self._lib is None and self._reason is None:
+                try:
+                    self._lib = self._load()
+                except Unavailable as exc:
+                    self._lib, self._reason = None, str(exc)
+                except Exception as exc:  # noqa: BLE001 - an accelerator must never break the work
+                    self._lib, self._reason = None, f"{type(exc).__name__}: {exc}"
+            if self._lib is None:
+                raise self._unavailable(self._reason)
+            return self._lib
+
+    def provide(self, lib: ctypes.CDLL) -> None:
+        """While loading: let a self-check reach ``lib`` through :meth:`get` (undone if it fails)."""
+        self._lib = lib
+
+    def reset(self) -> None:
+        """Forget the library and the reason (tests; a host after installing a compiler)."""
+        with self._lock:
+            self._lib = self._reason = None

@@ -10,7 +10,6 @@ within 1e-4: a kernel that builds but computes something else must not train a m
 from __future__ import annotations
 
 import ctypes
-import threading
 from typing import Optional
 
 import torch
@@ -34,8 +33,6 @@ SIGNATURES = {
     **{f"dlgt_gate_backward_{s}": (_i, [_p] * 5 + [_i64, _i]) for s in DTYPES.values()},
 }
 
-_lock = threading.RLock()  # the self-check runs the kernels while loading them
-_state: dict = {}  # "lib": the loaded library or None, "reason": why not
 
 
 class TrainKernelsUnavailable(Unavailable):
@@ -56,34 +53,22 @@ def _load() -> ctypes.CDLL:
     lib, path = native.load(SOURCE_NAME, SIGNATURES, ABI_VERSION)
     if lib.dlgt_abi_version() != ABI_VERSION:
         raise TrainKernelsUnavailable(f"{path.name} has ABI {lib.dlgt_abi_version()}, expected {ABI_VERSION}")
-    _state["lib"] = lib  # the self-check calls the kernels through the public path
-    try:
-        _self_check()
-    except BaseException:
-        _state.pop("lib", None)
-        raise
+    _library.provide(lib)  # the self-check calls the kernels through the public path
+    _self_check()
     return lib
+
+
+_library = native.LoadedOnce(_load, TrainKernelsUnavailable)
 
 
 def library() -> ctypes.CDLL:
     """The loaded kernels (built and self-checked on first call); raises TrainKernelsUnavailable."""
-    with _lock:
-        if "lib" not in _state:
-            try:
-                _state["lib"] = _load()
-            except Unavailable as exc:
-                _state["lib"], _state["reason"] = None, str(exc)
-            except Exception as exc:  # noqa: BLE001 - an accelerator must never break training
-                _state["lib"], _state["reason"] = None, f"{type(exc).__name__}: {exc}"
-        if _state["lib"] is None:
-            raise TrainKernelsUnavailable(_state["reason"])
-        return _state["lib"]
+    return _library.get()
 
 
 def reset() -> None:
     """Forget the loaded library (tests; a host after installing a compiler)."""
-    with _lock:
-        _state.clear()
+    _library.reset()
 
 
 def unavailable_reason(*tensors: torch.Tensor) -> Optional[str]:
