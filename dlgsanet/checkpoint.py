@@ -18,7 +18,7 @@ from typing import Any, Mapping, Optional, Union
 
 import torch
 
-from .model.config import DLGSANetConfig, preset_name
+from .model.config import TLC_WINDOW_BY_SCALE, DLGSANetConfig, preset_name
 from .errors import CheckpointError
 from .model.network import DLGSANet
 from .torch_pickle import read_torch_file
@@ -68,6 +68,37 @@ _MAGIC = {
 def default_model_path(scale: int = 4) -> Path:
     """Path of the bundled default model (DLGSANet-Tiny trained by this project) for ``scale``."""
     return WEIGHTS_DIR / f"dlgsanet_tiny_x{scale}.safetensors"
+
+
+def bundled_scales() -> list[int]:
+    """The scales that have a bundled default model, ascending (an install may lack some)."""
+    return [s for s in sorted(TLC_WINDOW_BY_SCALE) if default_model_path(s).is_file()]
+
+
+def bundled_scale_for(factor: Optional[float], scales: Optional[list[int]] = None) -> int:
+    """The bundled model to use for an output ``factor`` (None: x4, the classic default).
+
+    The smallest bundled scale that reaches ``factor``: an x2 model is faster and sharper for a
+    x1.5 or x2 output than an x4 one followed by a downscale; beyond every bundled scale, the
+    largest, and the image is resized after it. ``scales``: those to choose from (default: bundled).
+    """
+    scales = sorted(scales if scales is not None else bundled_scales())
+    if not scales:
+        raise CheckpointError(f"no bundled DLGSANet model in {WEIGHTS_DIR} (an incomplete install?); "
+                              f"reinstall the package or pass a checkpoint path")
+    if factor is None:
+        return 4 if 4 in scales else scales[-1]
+    return next((s for s in scales if s >= factor - 1e-9), scales[-1])
+
+
+def bundled_model_path(scale: int) -> Path:
+    """The bundled model for ``scale``, or a CheckpointError that names the scales there are."""
+    path = default_model_path(scale)
+    if not path.is_file():
+        there = ", ".join(f"x{s}" for s in bundled_scales()) or "none"
+        raise CheckpointError(f"no bundled DLGSANet model for x{scale} (bundled: {there}); "
+                              f"pick one of those or pass a checkpoint file for x{scale}")
+    return path
 
 
 # ----------------------------------------------------------------------------------------------
@@ -322,11 +353,7 @@ def load_model(source: Source = None, *, device: Union[str, torch.device, None] 
     """
     metadata: dict[str, str] = {}
     if source is None:
-        path = default_model_path(scale or 4)
-        if not path.exists():
-            raise CheckpointError(f"no bundled default DLGSANet model for x{scale or 4} "
-                                  f"(looked for {path}); pass a checkpoint path instead")
-        sd, metadata = read_checkpoint(path)
+        sd, metadata = read_checkpoint(bundled_model_path(scale or bundled_scale_for(None)))
     elif isinstance(source, Mapping):
         sd = unwrap_state_dict(source, name="state dict")
     elif isinstance(source, (str, os.PathLike)):

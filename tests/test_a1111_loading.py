@@ -18,7 +18,7 @@ import textwrap
 import numpy as np
 import pytest
 
-import dlgsanet
+from dlgsanet.checkpoint import bundled_scales
 from a1111_helpers import (
     A1111_HOST,
     EXTENSION_DIRNAME,
@@ -82,9 +82,10 @@ def test_a_fresh_webui_imports_the_script_as_a1111_does(tmp_path):
     result = json.loads(line[len("RESULT "):])
 
     assert result["reported"] == [], proc.stderr[-4000:]  # "Error loading script: ..." would be here
-    bundled = ["DLGSANet Tiny x4 (built-in)"] if dlgsanet.default_model_path(4).is_file() else []
+    scales = bundled_scales()
+    bundled = [f"DLGSANet Tiny x{s} (built-in)" for s in scales]
     assert sorted(result["names"]) == sorted(["DLGSANet Custom x4 (near4)"] + bundled)
-    assert result["scales"] == [4] * (1 + len(bundled))
+    assert sorted(result["scales"]) == sorted([4] + scales)
     assert result["sys_path_restored"]
     # dlgsanet came from the extension folder (only reachable while the script was imported).
     assert os.path.realpath(result["dlgsanet_file"]).startswith(os.path.realpath(ext_root))

@@ -144,16 +144,13 @@ def test_preload_default_is_the_models_folder(webui):
     assert webui.dlgsanet_dir.is_dir()
 
 
-def test_empty_models_folder_lists_only_the_bundled_model(webui):
-    import dlgsanet
+def test_empty_models_folder_lists_only_the_bundled_models(webui):
+    from dlgsanet.checkpoint import bundled_scales, default_model_path
 
     webui.boot()
-    bundled = dlgsanet.default_model_path(4)
-    if bundled.is_file():
-        assert [u.data_path for u in webui.ours()] == [str(bundled)]
-        assert webui.ours()[0].name == "DLGSANet Tiny x4 (built-in)"
-    else:
-        assert webui.ours() == []
+    scales = bundled_scales()
+    assert [u.data_path for u in webui.ours()] == [str(default_model_path(s)) for s in scales]
+    assert [(u.name, u.scale) for u in webui.ours()] == [(f"DLGSANet Tiny x{s} (built-in)", s) for s in scales]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,14 +8,14 @@ from ..checkpoint import CONTAINER_KEY, load_model, read_checkpoint
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", nargs="?", help="checkpoint (.pth/.pt/.ckpt/.safetensors); default: the bundled model")
+    parser.add_argument("model", nargs="?", help="checkpoint (.pth/.pt/.ckpt/.safetensors); default: the bundled x4 model")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
 
 def describe(path: str | None) -> dict:
-    from ..checkpoint import default_model_path
+    from ..checkpoint import bundled_model_path, bundled_scale_for
 
-    path = path or str(default_model_path())
+    path = path or str(bundled_model_path(bundled_scale_for(None)))
     sd, metadata = read_checkpoint(path)
     model = load_model(sd, tlc_window=None)
     cfg = model.config

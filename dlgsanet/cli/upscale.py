@@ -17,7 +17,10 @@ from .upscale_plan import check_options, collect, plan_outputs
 from .upscale_run import run_jobs, summary
 
 EPILOG = """\
-output size: by default the model's own scale (x4 for the bundled model). --outscale F gives any
+models: --scale 2/3/4 picks a bundled DLGSANet-Tiny (x4 unless --outscale asks for less: --outscale
+1.5 or 2 uses the x2 model, faster and sharper than x4 then downscaling); --model FILE any other.
+
+output size: by default the model's own scale. --outscale F gives any
 factor (1.5; 2 from a x4 model; 8 from a x4 model runs it twice); --size WxH fits the image in
 that box, --width/--height set one side; aspect ratio is always kept. Sizes other than the
 model's are resampled after the model with antialiased bicubic filtering.
@@ -45,7 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True,
                         help="output folder (created), or a .png/.jpg/.webp file name for a single input "
                              "image (.mp4/.mkv/.mov/.webm/.avi for a single video)")
-    parser.add_argument("--model", help="checkpoint (.pth/.safetensors); default: the bundled DLGSANet-Tiny x4")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--model", help="checkpoint (.pth/.safetensors); default: a bundled DLGSANet-Tiny (--scale)")
+    which.add_argument("--scale", type=int, choices=[2, 3, 4], default=None,
+                       help="use the bundled DLGSANet-Tiny of this scale (default: x4, or with --outscale F "
+                            "the smallest bundled scale that reaches F); the output size follows it")
     size = parser.add_argument_group("output size (default: the model's scale)")
     size.add_argument("--outscale", type=float, default=None, metavar="F",
                       help="output size as a factor of the input, any number > 0 (e.g. 2 or 1.5)")

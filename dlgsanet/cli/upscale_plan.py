@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from ..errors import DLGSANetError, TileSettingsError
+from ..checkpoint import bundled_model_path, bundled_scale_for
+from ..errors import CheckpointError, DLGSANetError, TileSettingsError
 from ..images import EXTENSIONS, UNWRITABLE_SUFFIXES, image_size, is_image_file
 from ..tiling.settings import MIN_TILE_SIZE, TileSettings, parse_tile_size
 from ..video import VIDEO_EXTENSIONS, check_codec, is_video_file, probe, require_av
@@ -92,6 +93,11 @@ def check_options(args: argparse.Namespace) -> None:
             raise DLGSANetError(f"--{name} must be at least 1 pixel, got {value}")
     if args.outscale is not None and (args.width is not None or args.height is not None):
         raise DLGSANetError("give either --outscale or a size (--size/--width/--height), not both")
+    if args.model is None:  # a bundled model: which one, decided (and checked) before any work
+        try:
+            args.model = str(bundled_model_path(args.scale or bundled_scale_for(args.outscale)))
+        except CheckpointError as e:
+            raise DLGSANetError(str(e).replace("pass a checkpoint file", "use --model with a checkpoint")) from None
     if getattr(args, "crf", None) is not None and not 0 <= args.crf <= 63:
         raise DLGSANetError(f"--crf must be between 0 (lossless) and 51 (63 for VP9), got {args.crf}")
     if getattr(args, "batch", None) is not None and args.batch < 1:

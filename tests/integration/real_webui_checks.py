@@ -103,6 +103,25 @@ def test_x2_equals_the_cli_resized_as_the_webui_does(host, tmp_path):
     assert diff == 0
 
 
+def test_every_bundled_scale_is_an_entry_equal_to_the_cli(host, tmp_path):
+    """Each bundled model (x2 and x4 today) is in the dropdown at its own scale, and upscales as
+    ``dlgsanet upscale --scale S`` does."""
+    from dlgsanet.checkpoint import bundled_scales
+
+    names = [u["name"] for u in host.get("/sdapi/v1/upscalers")]
+    img = photo((56, 40), seed=6)  # sides * 2, 3 and 4 are multiples of 8: no webui resize
+    assert 2 in bundled_scales(), "the x2 default model is not bundled"
+    for scale in bundled_scales():
+        entry = f"DLGSANet Tiny x{scale} (built-in)"
+        assert entry in names, names
+        got = np.asarray(host.extras(img, entry, scale))
+        want = cli(host, img, tmp_path, f"bundled{scale}", "--scale", str(scale))
+        assert got.shape == want.shape == (40 * scale, 56 * scale, 3)
+        diff = np.abs(got.astype(int) - want).max()
+        print(f"{entry}: max difference to the CLI --scale {scale}: {diff}")
+        assert diff == 0
+
+
 def test_new_zip_pth_in_models_dlgsanet(host, tmp_path):
     """The bundled weights saved by this torch's torch.save (zip layout A1111's safe.py refuses)."""
     img = photo((40, 32), seed=3)

@@ -34,6 +34,7 @@ import comfy_real_helpers as crh  # noqa: E402
 
 import dlgsanet  # noqa: E402
 from dlgsanet.alpha import upscale_rgba  # noqa: E402
+from dlgsanet.checkpoint import bundled_scales  # noqa: E402
 
 _DIR = os.environ.get("DLGSANET_COMFYUI_DIR")
 if not _DIR:
@@ -175,6 +176,24 @@ def test_builtin_loader_path_equals_dlgsanet(server, object_info):
     saved = crh.saved_image(server, history, "4")
     expected, scale, size = _expected_for(server, prompt)
     RESULTS["built-in loader path"] = crh.compare(saved, expected, size, scale)
+
+
+def test_every_bundled_model_is_listed_and_upscales_at_its_scale(server, object_info):
+    """The loader offers each bundled model (x2 and x4 today); the tiled example workflow with
+    each one gives what :mod:`dlgsanet` computes, at that model's scale."""
+    names = crh.choices(object_info["DLGSANetModelLoader"]["input"]["required"]["model_name"])
+    assert 2 in bundled_scales(), "the x2 default model is not bundled"
+    workflow = next(p for p in ch.workflow_files() if p.stem == "dlgsanet_tiled_upscale")
+    for scale in bundled_scales():
+        name = BUNDLED + dlgsanet.default_model_path(scale).name
+        assert name in names, names
+        prompt = crh.to_api(ch.load_workflow(workflow), object_info)
+        crh.node_of(prompt, "DLGSANetModelLoader")[1]["inputs"]["model_name"] = name
+        history = server.run(prompt)
+        saved = crh.saved_image(server, history, crh.node_of(prompt, "SaveImage")[0])
+        expected, model_scale, size = _expected_for(server, prompt)
+        assert model_scale == scale
+        RESULTS[f"bundled x{scale} through the tiled workflow"] = crh.compare(saved, expected, size, scale)
 
 
 @pytest.mark.parametrize("path", ch.workflow_files(), ids=lambda p: p.stem)
