@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Sequence, Union
 
 import torch
 
@@ -93,18 +93,3 @@ def augment(img: torch.Tensor, hflip: bool, vflip: bool, rot90: bool) -> torch.T
     if rot90:
         img = img.transpose(-2, -1)
     return img
-
-
-def load_validation(folder: PathLike, scale: int, limit: Optional[int] = None) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
-    """(name, HR uint8, LR uint8) for each image of a validation folder (at most ``limit``)."""
-    files = training_images(folder)[: limit or None]
-    out = []
-    for path in files:
-        img = read_rgb8(path)
-        if min(img.shape[-2:]) < 2 * scale:
-            continue
-        hr, lr = bicubic_degrade(img, scale)
-        out.append((path.stem, hr, lr))
-    if not out:
-        raise TrainingDataError(f"no usable validation image in {folder}")
-    return out

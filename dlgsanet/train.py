@@ -27,9 +27,10 @@ import torch
 import torch.nn.functional as F
 
 from .model.config import DLGSANetConfig, preset_config
-from .data import PatchPairs, load_validation
+from .data import PatchPairs
 from .devices import pick_device
 from .errors import CheckpointError, DLGSANetError
+from .evaluate import EvalPair, evaluate_pairs, load_pairs
 from .model.network import DLGSANet
 
 #: Default HR patch size per scale (official ``gt_size``: LR patches of 48 px).
@@ -126,19 +127,10 @@ def update_ema(ema: DLGSANet, model: DLGSANet, decay: float) -> None:
 
 
 @torch.no_grad()
-def validate(model: DLGSANet, images: Sequence[tuple[str, torch.Tensor, torch.Tensor]],
-             device: torch.device) -> float:
-    """Mean Y-channel PSNR (border = scale) of ``model`` (eval mode, as at test time)."""
-    from .metrics import psnr_y, to_uint8
-
-    was_training = model.training
-    model.eval()
-    scores = []
-    for _name, hr, lr in images:
-        sr = model(lr[None].to(device, torch.float32) / 255.0)[0].cpu()
-        scores.append(psnr_y(to_uint8(sr), to_uint8(hr), model.scale))
-    model.train(was_training)
-    return float(sum(scores) / len(scores))
+def validate(model: DLGSANet, pairs: Sequence[EvalPair]) -> float:
+    """Mean Y-channel PSNR of ``model`` on ``pairs``, scored by the code of ``dlgsanet eval``
+    (eval mode, official borders, 8-bit output), so validation and final scores agree."""
+    return float(evaluate_pairs(model, pairs, bicubic=False).psnr)
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
@@ -295,7 +287,7 @@ def train(options: TrainOptions, *, resume: bool = False, stop_after: Optional[i
 
     t_load = time.time()
     pairs = PatchPairs(options.train_dirs, options.scale, options.patch_size // options.scale)
-    val = load_validation(options.val_dir, options.scale, options.val_images) if options.val_dir else []
+    val = load_pairs(options.val_dir, options.scale, limit=options.val_images) if options.val_dir else []
     log(f"data: {len(pairs)} training images ({len(pairs.skipped)} too small, skipped), "
         f"{len(val)} validation images, loaded in {time.time() - t_load:.1f} s; device {device}, "
         f"{torch.get_num_threads()} threads")
@@ -363,7 +355,7 @@ def train(options: TrainOptions, *, resume: bool = False, stop_after: Optional[i
                     f"({elapsed():.0f} s)")
                 loss_sum, loss_n = 0.0, 0
             if val and (it % options.val_every == 0 or it == options.iterations):
-                last_psnr = validate(ema, val, device)
+                last_psnr = validate(ema, val)
                 best = max(best, last_psnr)
                 record({"iteration": it, "val_psnr_ema": last_psnr, "wall_time_s": round(elapsed(), 1)})
                 log(f"iter {it}: validation PSNR (EMA, Y) {last_psnr:.3f} dB")

@@ -16,6 +16,7 @@ from PIL import Image
 import dlgsanet
 from dlgsanet.cli import main as cli_main
 from dlgsanet.errors import DLGSANetError
+from dlgsanet.evaluate import evaluate_folder
 from dlgsanet.train import TrainOptions, learning_rate, load_state, train
 
 TINY = dict(dim=8, groups=1, blocks=1, local_heads=2, global_heads=2, window=3)
@@ -76,6 +77,9 @@ def test_training_lowers_the_loss_and_writes_a_loadable_checkpoint(tmp_path: Pat
     assert json.loads(meta["dlgsanet_training"])["weights"] == "ema"
     assert not torch.equal(ema.upsample[0].weight, model.upsample[0].weight)
     assert summary["val_psnr"] is not None and np.isfinite(summary["val_psnr"])
+    # Validation is `dlgsanet eval`'s score of the saved EMA weights, to the last bit.
+    scored = evaluate_folder(ema, opts.val_dir, bicubic=False)
+    assert summary["val_psnr"] == scored.psnr
 
 
 def test_resume_continues_the_schedule(tmp_path: Path) -> None:
