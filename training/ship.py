@@ -48,6 +48,27 @@ def sessions(path: Path) -> list[str]:
     return [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
 
 
+def portable(recipe: dict[str, Any], data: Path) -> dict[str, Any]:
+    """The recipe with this machine's paths written as a checkout sees them: ``data/...`` for the
+    image sets, repository-relative for files in it, ``runs/<name>`` for the output folder."""
+    root = Path(__file__).resolve().parents[1]
+
+    def short(path: str) -> str:
+        p = Path(path).resolve()
+        for base, prefix in ((data.resolve(), "data"), (root, "")):
+            if p.is_relative_to(base):
+                return str(Path(prefix) / p.relative_to(base))
+        return path
+
+    out = dict(recipe)
+    out["train_dirs"] = [short(d) for d in recipe["train_dirs"]]
+    for key in ("val_dir", "init_from"):
+        if out.get(key):
+            out[key] = short(out[key])
+    out["out_dir"] = f"runs/{Path(recipe['out_dir']).name}"
+    return out
+
+
 def score(model_path: Path, data: Path, scale: int) -> dict[str, dict[str, float]]:
     model = load_model(model_path)
     out = {}
@@ -92,10 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         "training_wall_time_s": round(wall[it], 1),
         "sessions": commands,
         "machine": args.machine,
-        "recipe": {**options, "iterations": it},
+        "recipe": {**portable(options, args.data), "iterations": it},
     }
-    if options.get("init_from"):
-        record["init_from"] = Path(options["init_from"]).name
     save_model(load_model(source), target, overwrite=args.overwrite, metadata={
         "dlgsanet_recipe": json.dumps(record["recipe"], sort_keys=True),
         "dlgsanet_training": json.dumps({k: record[k] for k in ("model", "iteration", "training_wall_time_s",
