@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from dlgsanet import load_model, save_model
-from dlgsanet.checkpoint import default_model_path, read_checkpoint
+from dlgsanet.checkpoint import WEIGHTS_DIR, default_model_path, read_checkpoint
+from dlgsanet.errors import DLGSANetError
 from dlgsanet.evaluate import evaluate_folder
 
 
@@ -88,24 +89,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iteration", type=int, default=None, help="default: the run's last saved iteration")
     parser.add_argument("--data", type=Path, required=True, help="folder with Set5/ and Set14/")
     parser.add_argument("--machine", required=True, help="what it was trained on, in words")
+    parser.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR,
+                        help="where the bundled models live (default: dlgsanet/weights of this checkout)")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
+    try:
+        return ship(args)
+    except DLGSANetError as exc:
+        parser.error(str(exc))
+
+
+def ship(args: argparse.Namespace) -> int:
+    """Write the model and its record for the parsed command line ``args``."""
 
     record_dir = args.record_from or args.run
     options = json.loads((record_dir / "options.json").read_text())
     scale = int(options["scale"])
     psnr, wall = read_log(record_dir / "log.jsonl")
+    if not psnr:
+        raise DLGSANetError(f"{record_dir / 'log.jsonl'} has no validation score yet; ship after a validation")
     it = args.iteration or max(psnr)
+    if it not in wall:
+        raise DLGSANetError(f"iteration {it} is not in {record_dir / 'log.jsonl'}")
     source = args.run / "models" / f"net_g_ema_{it}.safetensors"
-    target = default_model_path(scale)
+    if not source.is_file():
+        raise DLGSANetError(f"{source} not found: that iteration was not saved in this run folder")
+    target = args.weights_dir / default_model_path(scale).name  # the name load_model(scale=) reads
     record_path = target.with_suffix(".json")
     for path in (target, record_path):
         if path.exists() and not args.overwrite:
-            parser.error(f"{path} exists; --overwrite to replace it")
+            raise DLGSANetError(f"{path} exists; --overwrite to replace it")
 
     _, meta = read_checkpoint(source)
     trained = json.loads(meta["dlgsanet_training"])
-    assert int(trained["iteration"]) == it, (source, trained)
+    if int(trained["iteration"]) != it:
+        raise DLGSANetError(f"{source} says it holds iteration {trained['iteration']}, not {it}")
     commands = sessions(record_dir / "sessions.txt")
     record: dict[str, Any] = {
         "model": f"DLGSANet-{options['preset'].capitalize()} x{scale}, EMA weights",
