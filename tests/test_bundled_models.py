@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from PIL import Image
 
 from conftest import DATA, REPO_ROOT
-from dlgsanet import load_model
+from dlgsanet import checkpoint, load_model
 from dlgsanet.checkpoint import bundled_model_path, bundled_scale_for, bundled_scales, default_model_path
 from dlgsanet.cli import main
 from dlgsanet.errors import CheckpointError
@@ -41,8 +42,8 @@ def _upscale(tmp_path: Path, name: str, *options: str) -> np.ndarray:
         return np.asarray(im)
 
 
-def test_x2_and_x4_are_bundled() -> None:
-    assert {2, 4} <= set(SCALES), SCALES
+def test_x2_x3_and_x4_are_bundled() -> None:
+    assert SCALES == [2, 3, 4], SCALES
 
 
 @pytest.mark.parametrize(("factor", "scales", "chosen"), [
@@ -52,17 +53,26 @@ def test_bundled_scale_for_takes_the_smallest_that_reaches_the_factor(factor, sc
     assert bundled_scale_for(factor, scales) == chosen
 
 
-def test_no_bundled_model_is_a_clear_error() -> None:
+def test_no_bundled_model_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(CheckpointError, match="no bundled DLGSANet model"):
         bundled_scale_for(2, [])
-    missing = next((s for s in (2, 3, 4) if s not in SCALES), None)
-    if missing is None:
-        pytest.skip("every scale has a bundled model: no missing one to ask for")
-    there = ", ".join(f"x{s}" for s in SCALES)
-    with pytest.raises(CheckpointError, match=f"no bundled DLGSANet model for x{missing} \\(bundled: {there}\\)"):
-        bundled_model_path(missing)
-    with pytest.raises(CheckpointError, match=f"x{missing}"):
-        load_model(scale=missing)
+    # an install that lacks the x3 file (a partial copy): its weights folder holds x2 and x4 only
+    for scale in (2, 4):
+        shutil.copy(default_model_path(scale), tmp_path)
+    monkeypatch.setattr(checkpoint, "WEIGHTS_DIR", tmp_path)
+    assert bundled_scales() == [2, 4]
+    with pytest.raises(CheckpointError, match=r"no bundled DLGSANet model for x3 \(bundled: x2, x4\); pick one"):
+        bundled_model_path(3)
+    with pytest.raises(CheckpointError, match="x3"):
+        load_model(scale=3)
+    src = tmp_path / "a.png"
+    Image.new("RGB", (8, 8)).save(src)
+    assert main(["upscale", str(src), "-o", str(tmp_path / "o"), "--scale", "3"]) == 2
+    assert "no bundled DLGSANet model for x3" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    # and --outscale 3 falls back to the x4 model, then resizes
+    assert bundled_scale_for(3, bundled_scales()) == 4
 
 
 @pytest.mark.parametrize("scale", SCALES)
@@ -95,11 +105,11 @@ def test_cli_scale_picks_that_bundled_model(scale: int, tmp_path) -> None:
 
 
 def test_cli_outscale_uses_the_smallest_bundled_model_that_reaches_it(tmp_path) -> None:
-    """x2 output: the x2 model (not x4 then downscaled); x3 without an x3 model: x4 then resized."""
+    """x2 output: the x2 model (not x4 then downscaled); x3 output: the x3 model."""
     assert np.array_equal(_upscale(tmp_path, "out2", "--outscale", "2"), _upscale(tmp_path, "s2", "--scale", "2"))
-    via = bundled_scale_for(3)
-    assert np.array_equal(_upscale(tmp_path, "out3", "--outscale", "3"),
-                          _upscale(tmp_path, "s3", "--scale", str(via), "--outscale", "3"))
+    assert np.array_equal(_upscale(tmp_path, "out3", "--outscale", "3"), _upscale(tmp_path, "s3", "--scale", "3"))
+    assert np.array_equal(_upscale(tmp_path, "out25", "--outscale", "2.5"),
+                          _upscale(tmp_path, "s3to25", "--scale", "3", "--outscale", "2.5"))
     assert np.array_equal(_upscale(tmp_path, "default", ), _upscale(tmp_path, "s4", "--scale", "4"))
 
 
@@ -108,9 +118,6 @@ def test_cli_scale_errors_before_any_work(tmp_path) -> None:
     base = [sys.executable, "-m", "dlgsanet", "upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "o")]
     cases = [(["--scale", "2", "--model", str(default_model_path(4))], "not allowed with argument"),
              (["--scale", "5"], "invalid choice")]
-    missing = next((s for s in (2, 3, 4) if s not in SCALES), None)
-    if missing is not None:
-        cases.append((["--scale", str(missing)], f"no bundled DLGSANet model for x{missing}"))
     for options, message in cases:
         proc = subprocess.run(base + options, capture_output=True, text=True, cwd=REPO_ROOT)
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

@@ -104,7 +104,7 @@ def test_x2_equals_the_cli_resized_as_the_webui_does(host, tmp_path):
 
 
 def test_every_bundled_scale_is_an_entry_equal_to_the_cli(host, tmp_path):
-    """Each bundled model (x2 and x4 today) is in the dropdown at its own scale, and upscales as
+    """Each bundled model (x2, x3 and x4 today) is in the dropdown at its own scale, and upscales as
     ``dlgsanet upscale --scale S`` does."""
     from dlgsanet.checkpoint import bundled_scales
 

@@ -179,7 +179,7 @@ def test_builtin_loader_path_equals_dlgsanet(server, object_info):
 
 
 def test_every_bundled_model_is_listed_and_upscales_at_its_scale(server, object_info):
-    """The loader offers each bundled model (x2 and x4 today); the tiled example workflow with
+    """The loader offers each bundled model (x2, x3 and x4 today); the tiled example workflow with
     each one gives what :mod:`dlgsanet` computes, at that model's scale."""
     names = crh.choices(object_info["DLGSANetModelLoader"]["input"]["required"]["model_name"])
     assert 2 in bundled_scales(), "the x2 default model is not bundled"
