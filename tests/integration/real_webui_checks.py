@@ -110,7 +110,7 @@ def test_every_bundled_scale_is_an_entry_equal_to_the_cli(host, tmp_path):
 
     names = [u["name"] for u in host.get("/sdapi/v1/upscalers")]
     img = photo((56, 40), seed=6)  # sides * 2, 3 and 4 are multiples of 8: no webui resize
-    assert 2 in bundled_scales(), "the x2 default model is not bundled"
+    assert bundled_scales() == [2, 3, 4], bundled_scales()
     for scale in bundled_scales():
         entry = f"DLGSANet Tiny x{scale} (built-in)"
         assert entry in names, names
