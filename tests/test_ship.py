@@ -93,9 +93,11 @@ def test_ship_writes_the_ema_weights_and_a_record_that_eval_confirms(run: dict[s
 
 def test_ship_never_replaces_a_bundled_model_unless_told(run: dict[str, Path], tmp_path: Path,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    assert _ship(run, tmp_path, "--iteration", "3") == 0
+    assert _ship(run, tmp_path, "--iteration", "3", "--note", "why 3") == 0
     model_path = tmp_path / "dlgsanet_tiny_x2.safetensors"
     before = model_path.read_bytes()
+    assert json.loads(model_path.with_suffix(".json").read_text())["note"] == "why 3"
+    assert json.loads(read_checkpoint(model_path)[1]["dlgsanet_training"])["note"] == "why 3"
     with pytest.raises(SystemExit) as exc:
         _ship(run, tmp_path)
     assert exc.value.code == 2 and "exists; --overwrite to replace it" in capsys.readouterr().err
@@ -106,6 +108,7 @@ def test_ship_never_replaces_a_bundled_model_unless_told(run: dict[str, Path], t
     assert model_path.read_bytes() != before
     record = json.loads(model_path.with_suffix(".json").read_text())
     assert record["iteration"] == 6 and record["sha256"] == hashlib.sha256(model_path.read_bytes()).hexdigest()
+    assert "note" not in record
 
 
 def test_ship_explains_an_iteration_that_was_not_saved(run: dict[str, Path], tmp_path: Path,

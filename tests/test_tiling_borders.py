@@ -20,6 +20,7 @@ from tiling_helpers import LocalModel, PixelModel, one_thread, small_dlgsanet, s
 import dlgsanet
 from dlgsanet import upscale
 from dlgsanet.alpha import upscale_rgba
+from dlgsanet.checkpoint import bundled_scales
 from dlgsanet.errors import TileSettingsError
 from dlgsanet.tiling.plan import mirror_index, plan_tiles
 from dlgsanet.tiling.settings import BORDER_PAD
@@ -69,6 +70,18 @@ def test_tiny_flat_images_keep_their_colour(bundled, size):
 def test_saturated_flat_edges_keep_their_colour(bundled):
     for colour in SATURATED:
         assert worst_levels(upscale(bundled, flat(colour, 64)), colour) <= TOLERANCE, colour
+
+
+@pytest.mark.parametrize("scale", bundled_scales())
+def test_every_bundled_model_keeps_flat_colours(scale):
+    """A shipped model must not shift flat colours anywhere in the image: an x4 run's later
+    iterations turned a flat (0, 255, 0) 40 levels off inside a 64x64 image (docs/default_model.md,
+    "Why iteration 3,000"), which this catches for every bundled scale."""
+    model = dlgsanet.load_model(scale=scale, device="cpu")
+    for colour in COLOURS + [(20, 230, 20), (0, 255, 255), (255, 0, 255), (128, 128, 128)]:
+        out = upscale(model, flat(colour, 64))
+        assert out.shape == (1, 3, 64 * scale, 64 * scale)
+        assert worst_levels(out, colour) <= TOLERANCE, (scale, colour)
 
 
 def test_official_mode_is_the_network_exactly_and_drifts_at_the_border(bundled):

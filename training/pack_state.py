@@ -1,6 +1,6 @@
 """Shrink a training state for the repository: Adam's two moments stored in bfloat16.
 
-    python training/pack_state.py training/tiny_x4/training_state.pt
+    python training/pack_state.py training/<run>/training_state.pt
 
 Why: the state a run writes (weights, EMA, Adam's first and second moments, all float32) is
 about 9.5 MB for Tiny, over the 8 MB a committed file may have. The moments only steer the next

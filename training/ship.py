@@ -89,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iteration", type=int, default=None, help="default: the run's last saved iteration")
     parser.add_argument("--data", type=Path, required=True, help="folder with Set5/ and Set14/")
     parser.add_argument("--machine", required=True, help="what it was trained on, in words")
+    parser.add_argument("--note", default=None,
+                        help="why this iteration, when it is not the run's last validated one (kept in the record)")
     parser.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR,
                         help="where the bundled models live (default: dlgsanet/weights of this checkout)")
     parser.add_argument("--overwrite", action="store_true")
@@ -133,10 +135,12 @@ def ship(args: argparse.Namespace) -> int:
         "machine": args.machine,
         "recipe": {**portable(options, args.data), "iterations": it},
     }
+    if args.note:
+        record["note"] = args.note
     save_model(load_model(source), target, overwrite=args.overwrite, metadata={
         "dlgsanet_recipe": json.dumps(record["recipe"], sort_keys=True),
         "dlgsanet_training": json.dumps({k: record[k] for k in ("model", "iteration", "training_wall_time_s",
-                                                                 "sessions", "machine")})})
+                                                                 "sessions", "machine", "note") if k in record})})
     record["sha256"] = hashlib.sha256(target.read_bytes()).hexdigest()
     record[f"evaluation_x{scale}"] = score(target, args.data, scale)
     record["evaluation_command"] = f"python -m dlgsanet eval --data data/Set5 --scale {scale}  (and data/Set14)"

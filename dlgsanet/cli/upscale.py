@@ -18,7 +18,8 @@ from .upscale_run import run_jobs, summary
 
 EPILOG = """\
 models: --scale 2/3/4 picks a bundled DLGSANet-Tiny (x4 unless --outscale asks for less: --outscale
-1.5 or 2 uses the x2 model: on Set5 0.74 dB better than x4 then downscaling); --model FILE any other.
+1.5 or 2 uses the x2 model, up to 3 the x3 one, each a little better than x4 then downscaling);
+--model FILE any other.
 
 output size: by default the model's own scale. --outscale F gives any
 factor (1.5; 2 from a x4 model; 8 from a x4 model runs it twice); --size WxH fits the image in
