@@ -297,8 +297,11 @@ def test_progress_messages_over_the_websocket(server, object_info):
     tiles = progress[0]["max"]
     values = [p["value"] for p in progress]
     assert values == sorted(values) and values[-1] == tiles, values
-    # one message per tile: ComfyUI throttles to one per 0.1 s, and a tile takes longer on a CPU
-    assert set(range(1, tiles + 1)) <= set(values), values
+    # tile by tile, not one jump: ComfyUI sends the first and last update and drops any other that
+    # comes within 0.1 s of the last one sent (comfy/utils.py, PROGRESS_THROTTLE_MIN_INTERVAL), so
+    # on a fast CPU a small tile's message may be dropped; most of them arrive
+    seen = set(values) & set(range(1, tiles + 1))
+    assert len(seen) >= max(3, tiles // 2), values
     history = server.wait(prompt_id)
     saved = crh.saved_image(server, history, "4")
     expected, scale, size = _expected_for(server, prompt)
