@@ -133,7 +133,8 @@ def validate(model: DLGSANet, pairs: Sequence[EvalPair]) -> float:
     return float(evaluate_pairs(model, pairs, bicubic=False).psnr)
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` through a temporary file and a rename: a reader never sees half a state."""
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
@@ -311,7 +312,7 @@ def train(options: TrainOptions, *, resume: bool = False, stop_after: Optional[i
         log_file.flush()
 
     def save_state(it: int) -> None:
-        _atomic_torch_save({
+        atomic_torch_save({
             "version": STATE_VERSION, "iteration": it, "wall_time_s": elapsed(), "best_psnr": best,
             "options": recipe, "model": _cpu_state(model.state_dict()),
             "ema": _cpu_state(ema.state_dict()), "optimizer": optimizer.state_dict(),

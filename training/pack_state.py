@@ -11,12 +11,12 @@ not bit for bit. Weights and EMA stay float32. Written in place, atomically.
 """
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
+
+from dlgsanet.train import atomic_torch_save, load_state
 
 MOMENTS = ("exp_avg", "exp_avg_sq")
 
@@ -24,19 +24,12 @@ MOMENTS = ("exp_avg", "exp_avg_sq")
 def pack(path: Path) -> tuple[int, int]:
     """Pack ``path`` in place; (bytes before, bytes after)."""
     before = path.stat().st_size
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_state(path)
     for slot in state["optimizer"]["state"].values():
         for key in MOMENTS:
             if key in slot:
                 slot[key] = slot[key].to(torch.bfloat16)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_torch_save(state, path)
     return before, path.stat().st_size
 
 
